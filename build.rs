@@ -1,0 +1,29 @@
+//! Generates include/grpc_failover.h from the `extern "C"` functions with cbindgen. The header
+//! is committed; `make check-header` fails when the committed one differs from this output.
+
+use std::path::PathBuf;
+
+fn main() {
+    let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    println!("cargo:rerun-if-changed=src/ffi");
+    println!("cargo:rerun-if-changed=cbindgen.toml");
+    let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    let header = match cbindgen::Builder::new()
+        .with_crate(&dir)
+        .with_config(config)
+        .generate()
+    {
+        Ok(h) => h,
+        Err(e) => {
+            println!("cargo:warning=cbindgen could not generate the header: {e}");
+            return;
+        }
+    };
+    let mut bytes = Vec::new();
+    header.write(&mut bytes);
+    let path = dir.join("include").join("grpc_failover.h");
+    if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("create include/");
+        std::fs::write(&path, &bytes).expect("write include/grpc_failover.h");
+    }
+}

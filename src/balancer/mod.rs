@@ -1,0 +1,322 @@
+//! The balancer owns one subchannel per instance, follows the resolver's instance sets, and
+//! rebuilds the picker whenever an instance's state, weight or health changes.
+
+pub mod picker;
+pub mod subchannel;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::config::Policy;
+use crate::resolver::{Endpoint, ResolverSink};
+use crate::status::Status;
+use picker::{Empty, Pick, Picker};
+use subchannel::{ConnectConfig, State, Subchannel};
+
+pub struct Balancer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// How the target is named in error messages ("127.0.0.1:1,127.0.0.1:2" or the etcd prefix).
+    target: String,
+    policy: Policy,
+    connect: ConnectConfig,
+    max_in_flight: Option<u32>,
+    subchannels: Mutex<Vec<Arc<Subchannel>>>,
+    resolver: Mutex<ResolverState>,
+    picker: ArcSwap<Picker>,
+    changed: tokio::sync::watch::Sender<u64>,
+    /// Serializes rebuilds so a slower rebuild never stores an older snapshot over a newer one.
+    rebuilding: Mutex<()>,
+    closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct ResolverState {
+    resolved: bool,
+    error: Option<String>,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Balancer {
+    pub fn new(
+        target: String,
+        policy: Policy,
+        connect: ConnectConfig,
+        max_in_flight: Option<u32>,
+    ) -> Balancer {
+        let (changed, _) = tokio::sync::watch::channel(0);
+        Balancer {
+            inner: Arc::new(Inner {
+                target,
+                policy,
+                connect,
+                max_in_flight,
+                subchannels: Mutex::new(Vec::new()),
+                resolver: Mutex::new(ResolverState::default()),
+                picker: ArcSwap::from_pointee(Picker::empty(Empty::Unresolved(None))),
+                changed,
+                rebuilding: Mutex::new(()),
+                closed: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The sink the resolver writes instance sets and errors into.
+    pub fn sink(&self) -> Arc<dyn ResolverSink> {
+        Arc::new(Sink(Arc::downgrade(&self.inner)))
+    }
+
+    pub fn policy(&self) -> Policy {
+        self.inner.policy
+    }
+
+    pub fn subchannels(&self) -> Vec<Arc<Subchannel>> {
+        self.inner
+            .subchannels
+            .lock()
+            .expect("subchannels lock")
+            .clone()
+    }
+
+    /// Picks an instance for one attempt. Waits while the picker says "queue" (first resolution,
+    /// first connection) or, for wait-for-ready calls, while nothing is pickable; gives up at
+    /// `deadline`.
+    pub async fn pick(
+        &self,
+        avoid: &[u64],
+        wait_for_ready: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Arc<Subchannel>, Status> {
+        let mut changes = self.inner.changed.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let picker = self.inner.picker.load();
+            let waiting_for = match picker.pick(avoid) {
+                Pick::Ready(sc) => return Ok(sc),
+                Pick::Fail(status)
+                    if !wait_for_ready || status.code == tonic::Code::ResourceExhausted =>
+                {
+                    return Err(status)
+                }
+                Pick::Fail(status) => Empty::Failing(status),
+                Pick::Queue(why) => why,
+            };
+            if let Empty::Unresolved(Some(err)) = &waiting_for {
+                if deadline.is_none() && !wait_for_ready {
+                    return Err(Status::unavailable(err.clone()));
+                }
+            }
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Err(Status::cancelled("client closed"));
+            }
+            let expired = match deadline {
+                Some(d) => tokio::select! {
+                    r = changes.changed() => r.is_err(),
+                    _ = tokio::time::sleep_until(d) => true,
+                },
+                None => changes.changed().await.is_err(),
+            };
+            if expired {
+                return Err(match waiting_for {
+                    Empty::Unresolved(Some(err)) => Status::unavailable(err),
+                    Empty::Unresolved(None) => Status::deadline_exceeded(format!(
+                        "deadline exceeded while resolving {}",
+                        self.inner.target
+                    )),
+                    Empty::Connecting => Status::deadline_exceeded(format!(
+                        "deadline exceeded while connecting to {}",
+                        self.inner.target
+                    )),
+                    Empty::Failing(status) => Status::deadline_exceeded(format!(
+                        "deadline exceeded waiting for a ready instance: {}",
+                        status.message
+                    )),
+                });
+            }
+        }
+    }
+
+    /// Something changed outside the balancer's view (health, ejection): rebuild the picker.
+    pub fn refresh(&self) {
+        self.inner.rebuild();
+    }
+
+    /// Per-instance state for `gf_client_stats`.
+    pub fn stats(&self) -> Value {
+        let now = now_ms();
+        let subs = self.subchannels();
+        let instances: Vec<Value> = subs
+            .iter()
+            .map(|s| {
+                let until = s.ejected_until_ms.load(Ordering::Acquire);
+                json!({
+                    "address": s.addr,
+                    "weight": s.weight(),
+                    "metadata": *s.metadata(),
+                    "state": s.state().name(),
+                    "healthy": s.healthy(),
+                    "ejected": until > now,
+                    "ejected_until_ms": if until > now { Value::from(until) } else { Value::Null },
+                    "ejections": s.ejection_count.load(Ordering::Relaxed),
+                    "calls": s.counters.calls.load(Ordering::Relaxed),
+                    "failures": s.counters.failures.load(Ordering::Relaxed),
+                    "in_flight": s.counters.in_flight.load(Ordering::Relaxed),
+                    "last_error": s.last_error(),
+                })
+            })
+            .collect();
+        let resolver = self.inner.resolver.lock().expect("resolver lock");
+        json!({
+            "policy": match self.inner.policy { Policy::PickFirst => "pick_first", Policy::RoundRobin => "round_robin", Policy::WeightedRoundRobin => "weighted_round_robin" },
+            "resolved": resolver.resolved,
+            "resolver_error": resolver.error,
+            "instances": instances,
+        })
+    }
+
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let subs = std::mem::take(&mut *self.inner.subchannels.lock().expect("subchannels lock"));
+        for s in subs {
+            s.shutdown();
+        }
+        self.inner.changed.send_modify(|v| *v += 1);
+    }
+}
+
+impl Inner {
+    /// Applies a new instance set: new addresses get a subchannel, gone ones are shut down,
+    /// the rest keep their connection and get the new weight and metadata in place.
+    fn update(self: &Arc<Self>, endpoints: Vec<Endpoint>) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut subs = self.subchannels.lock().expect("subchannels lock");
+            let mut next: Vec<Arc<Subchannel>> = Vec::with_capacity(endpoints.len());
+            for e in endpoints {
+                if next.iter().any(|s| s.addr == e.addr) {
+                    continue;
+                }
+                if let Some(pos) = subs.iter().position(|s| s.addr == e.addr) {
+                    let sc = subs.swap_remove(pos);
+                    sc.set_endpoint_info(e.weight, e.metadata);
+                    next.push(sc);
+                    continue;
+                }
+                match Subchannel::new(&e.addr, e.weight, e.metadata) {
+                    Ok(sc) => {
+                        let weak: Weak<Inner> = Arc::downgrade(self);
+                        let on_change = Arc::new(move || {
+                            if let Some(inner) = weak.upgrade() {
+                                inner.rebuild();
+                            }
+                        });
+                        tokio::spawn(sc.clone().run(self.connect.clone(), on_change));
+                        next.push(sc);
+                    }
+                    Err(why) => log::warn!("skipping instance: {why}"),
+                }
+            }
+            for gone in subs.drain(..) {
+                gone.shutdown();
+            }
+            *subs = next;
+        }
+        {
+            let mut r = self.resolver.lock().expect("resolver lock");
+            r.resolved = true;
+            r.error = None;
+        }
+        self.rebuild();
+    }
+
+    fn error(&self, message: String) {
+        self.resolver.lock().expect("resolver lock").error = Some(message);
+        self.rebuild();
+    }
+
+    fn rebuild(&self) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let _serial = self.rebuilding.lock().expect("rebuild lock");
+        let now = now_ms();
+        let subs = self.subchannels.lock().expect("subchannels lock").clone();
+        let (resolved, resolver_error) = {
+            let r = self.resolver.lock().expect("resolver lock");
+            (r.resolved, r.error.clone())
+        };
+        let ready: Vec<Arc<Subchannel>> =
+            subs.iter().filter(|s| s.pickable(now)).cloned().collect();
+        let empty = if !resolved {
+            Empty::Unresolved(resolver_error)
+        } else if subs.is_empty() {
+            let mut msg = format!("no instances for {}", self.target);
+            if let Some(e) = resolver_error {
+                msg.push_str(&format!(" (registry: {e})"));
+            }
+            Empty::Failing(Status::unavailable(msg))
+        } else if subs.iter().any(|s| {
+            matches!(s.state(), State::Idle | State::Connecting) && !s.failed_since_ready()
+        }) {
+            Empty::Connecting
+        } else {
+            let detail: Vec<String> = subs
+                .iter()
+                .map(|s| {
+                    let why = if s.state() == State::Ready && !s.healthy() {
+                        "not serving (health check)".to_string()
+                    } else if s.ejected(now) {
+                        "ejected (outlier detection)".to_string()
+                    } else {
+                        s.last_error()
+                            .unwrap_or_else(|| s.state().name().to_string())
+                    };
+                    format!("{}: {why}", s.addr)
+                })
+                .collect();
+            Empty::Failing(Status::unavailable(format!(
+                "no ready instance for {}; tried {}",
+                self.target,
+                detail.join("; ")
+            )))
+        };
+        self.picker.store(Arc::new(Picker::new(
+            self.policy,
+            ready,
+            self.max_in_flight,
+            empty,
+        )));
+        self.changed.send_modify(|v| *v += 1);
+    }
+}
+
+struct Sink(Weak<Inner>);
+
+impl ResolverSink for Sink {
+    fn update(&self, endpoints: Vec<Endpoint>) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.update(endpoints);
+        }
+    }
+
+    fn error(&self, message: String) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.error(message);
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! A subchannel: one HTTP/2 connection to one instance, with gRPC's connectivity states and
+//! connection backoff. The connection is owned by a background task; calls borrow a cheap
+//! clone of its request sender.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use http::Uri;
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConnectBackoff;
+use crate::retry::backoff::Backoff;
+
+pub type Sender = SendRequest<tonic::body::Body>;
+
+/// gRPC connectivity states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum State {
+    Idle = 0,
+    Connecting = 1,
+    Ready = 2,
+    TransientFailure = 3,
+    Shutdown = 4,
+}
+
+impl State {
+    fn from_u8(v: u8) -> State {
+        match v {
+            0 => State::Idle,
+            1 => State::Connecting,
+            2 => State::Ready,
+            3 => State::TransientFailure,
+            _ => State::Shutdown,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Idle => "IDLE",
+            State::Connecting => "CONNECTING",
+            State::Ready => "READY",
+            State::TransientFailure => "TRANSIENT_FAILURE",
+            State::Shutdown => "SHUTDOWN",
+        }
+    }
+}
+
+/// How subchannels connect: gRPC's connection backoff, the minimum connect timeout, keepalive.
+#[derive(Clone, Debug)]
+pub struct ConnectConfig {
+    pub backoff: ConnectBackoff,
+    pub min_connect_timeout: Duration,
+    pub keepalive_time: Option<Duration>,
+    pub keepalive_timeout: Duration,
+}
+
+/// Per-instance counters, readable at any time for stats and outlier detection.
+#[derive(Default)]
+pub struct Counters {
+    pub calls: AtomicU64,
+    pub failures: AtomicU64,
+    pub in_flight: AtomicU32,
+    /// Outlier detection's buckets for the current interval.
+    pub interval_successes: AtomicU64,
+    pub interval_failures: AtomicU64,
+}
+
+pub struct Subchannel {
+    pub id: u64,
+    pub addr: String,
+    pub origin: Uri,
+    state: AtomicU8,
+    /// Set once a connection attempt has failed since the last READY: the balancer then
+    /// fails calls fast instead of queueing them behind a reconnect.
+    failed_since_ready: AtomicBool,
+    sender: ArcSwapOption<Sender>,
+    weight: AtomicU64,
+    metadata: ArcSwap<Value>,
+    pub counters: Counters,
+    last_error: Mutex<Option<String>>,
+    /// Active health (gRFC A17): false while the health service says anything but SERVING.
+    healthy: AtomicBool,
+    /// Outlier ejection (gRFC A50): unix millis until which the instance is ejected; 0 = not.
+    pub ejected_until_ms: AtomicU64,
+    pub ejection_count: AtomicU32,
+    shutdown: CancellationToken,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Subchannel {
+    pub fn new(addr: &str, weight: f64, metadata: Value) -> Result<Arc<Subchannel>, String> {
+        let origin: Uri = format!("http://{addr}")
+            .parse()
+            .map_err(|e| format!("address {addr:?}: {e}"))?;
+        Ok(Arc::new(Subchannel {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            addr: addr.to_string(),
+            origin,
+            state: AtomicU8::new(State::Idle as u8),
+            failed_since_ready: AtomicBool::new(false),
+            sender: ArcSwapOption::empty(),
+            weight: AtomicU64::new(weight.to_bits()),
+            metadata: ArcSwap::from_pointee(metadata),
+            counters: Counters::default(),
+            last_error: Mutex::new(None),
+            healthy: AtomicBool::new(true),
+            ejected_until_ms: AtomicU64::new(0),
+            ejection_count: AtomicU32::new(0),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub fn failed_since_ready(&self) -> bool {
+        self.failed_since_ready.load(Ordering::Acquire)
+    }
+
+    pub fn weight(&self) -> f64 {
+        f64::from_bits(self.weight.load(Ordering::Relaxed))
+    }
+
+    /// Updates weight and metadata in place; true when the weight changed.
+    pub fn set_endpoint_info(&self, weight: f64, metadata: Value) -> bool {
+        self.metadata.store(Arc::new(metadata));
+        self.weight.swap(weight.to_bits(), Ordering::Relaxed) != weight.to_bits()
+    }
+
+    pub fn metadata(&self) -> Arc<Value> {
+        self.metadata.load_full()
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Returns true when the health state changed.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.healthy.swap(healthy, Ordering::AcqRel) != healthy
+    }
+
+    pub fn ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until_ms.load(Ordering::Acquire) > now_ms
+    }
+
+    /// READY, healthy and not ejected: the picker may hand it out.
+    pub fn pickable(&self, now_ms: u64) -> bool {
+        self.state() == State::Ready && self.healthy() && !self.ejected(now_ms)
+    }
+
+    /// The current connection's request sender, if READY.
+    pub fn sender(&self) -> Option<Sender> {
+        self.sender.load().as_deref().cloned()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("last_error lock").clone()
+    }
+
+    pub fn set_last_error(&self, message: String) {
+        *self.last_error.lock().expect("last_error lock") = Some(message);
+    }
+
+    pub fn shutdown(&self) {
+        self.state.store(State::Shutdown as u8, Ordering::Release);
+        self.sender.store(None);
+        self.shutdown.cancel();
+    }
+
+    pub fn is_shut_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    fn set_state(&self, state: State, on_change: &dyn Fn()) {
+        if self.is_shut_down() {
+            return;
+        }
+        let old = self.state.swap(state as u8, Ordering::AcqRel);
+        if old != state as u8 {
+            log::debug!(
+                "subchannel {}: {} -> {}",
+                self.addr,
+                State::from_u8(old).name(),
+                state.name()
+            );
+            on_change();
+        }
+    }
+
+    /// The connection loop: connect, serve until the connection closes, reconnect with backoff.
+    /// Runs until [`Subchannel::shutdown`].
+    pub async fn run(self: Arc<Self>, cfg: ConnectConfig, on_change: Arc<dyn Fn() + Send + Sync>) {
+        let b = &cfg.backoff;
+        let mut backoff = Backoff::new(b.base_delay, b.multiplier, b.jitter, b.max_delay);
+        loop {
+            self.set_state(State::Connecting, &*on_change);
+            // gRPC: each attempt gets max(MinConnectTimeout, current backoff).
+            let attempt_timeout = cfg.min_connect_timeout.max(backoff.current());
+            let attempt = tokio::time::timeout(attempt_timeout, connect(&self.addr, &cfg));
+            let result = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                r = attempt => r.unwrap_or_else(|_| Err(format!("connect to {} timed out after {} ms", self.addr, attempt_timeout.as_millis()))),
+            };
+            match result {
+                Ok((sender, closed)) => {
+                    backoff.reset();
+                    self.sender.store(Some(Arc::new(sender)));
+                    self.failed_since_ready.store(false, Ordering::Release);
+                    self.set_state(State::Ready, &*on_change);
+                    let why = tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        why = closed => why.unwrap_or_else(|_| "connection task ended".to_string()),
+                    };
+                    self.sender.store(None);
+                    self.set_last_error(format!("connection to {} closed: {why}", self.addr));
+                    self.set_state(State::Idle, &*on_change);
+                }
+                Err(e) => {
+                    self.set_last_error(e);
+                    self.failed_since_ready.store(true, Ordering::Release);
+                    self.set_state(State::TransientFailure, &*on_change);
+                    let delay = backoff.next_delay();
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Opens TCP + HTTP/2. Returns the request sender and a receiver that fires with the reason
+/// when the connection closes. The connection itself runs on its own task so that, after the
+/// subchannel is shut down, calls already on it can finish.
+async fn connect(
+    addr: &str,
+    cfg: &ConnectConfig,
+) -> Result<(Sender, tokio::sync::oneshot::Receiver<String>), String> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .max_frame_size(1 << 16)
+        .max_header_list_size(16 << 20);
+    if let Some(interval) = cfg.keepalive_time {
+        builder
+            .keep_alive_interval(interval)
+            .keep_alive_timeout(cfg.keepalive_timeout)
+            .keep_alive_while_idle(true);
+    }
+    let (sender, conn) = builder
+        .handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let why = match conn.await {
+            Ok(()) => "closed by peer".to_string(),
+            Err(e) => e.to_string(),
+        };
+        let _ = tx.send(why);
+    });
+    Ok((sender, rx))
+}

@@ -1,0 +1,413 @@
+//! gf-testserver: the fault-injecting gRPC backend used by the tests, the demo and the
+//! benchmarks of every language. Serves raw bytes on any service name:
+//!
+//! - `/<any.Service>/Echo` returns the request; `/<any.Service>/Whoami` returns `--name`;
+//!   any other method is UNIMPLEMENTED.
+//! - request metadata whose key starts with `x-echo-` comes back in the response trailers.
+//! - `grpc.health.v1.Health/Check` and `/Watch` (protobuf), for "" and any service name;
+//!   `/gf.test.Control/SetServing` with body `SERVING` or `NOT_SERVING` flips the status.
+//!
+//! Flags: --listen 127.0.0.1:PORT (0 = pick; prints `listening <addr>` first), --name,
+//! --fail-rate F, --fail-code C, --delay-ms N, --pushback-ms N, and --etcd ENDPOINTS
+//! --prefix P --weight W --ttl S to register itself (deregistered on SIGTERM).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::stream::{self, Stream};
+use grpc_failover::call::RawCodec;
+use grpc_failover::config::EtcdOptions;
+use grpc_failover::Registration;
+use http::HeaderMap;
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Request, Response, Status};
+
+#[derive(Clone, Debug)]
+struct Config {
+    listen: String,
+    name: String,
+    fail_rate: f64,
+    fail_code: i32,
+    delay: Duration,
+    pushback_ms: Option<i64>,
+    etcd: Option<String>,
+    prefix: String,
+    weight: f64,
+    ttl: u32,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("gf-testserver: {msg}");
+    eprintln!(
+        "usage: gf-testserver [--listen 127.0.0.1:PORT] [--name NAME] [--fail-rate F] [--fail-code C] \
+         [--delay-ms N] [--pushback-ms N] [--etcd ENDPOINTS --prefix P [--weight W] [--ttl S]]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Config {
+    let mut c = Config {
+        listen: "127.0.0.1:0".into(),
+        name: "gf-testserver".into(),
+        fail_rate: 0.0,
+        fail_code: Code::Unavailable as i32,
+        delay: Duration::ZERO,
+        pushback_ms: None,
+        etcd: None,
+        prefix: String::new(),
+        weight: 1.0,
+        ttl: 5,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || {
+            args.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
+        fn num<T: std::str::FromStr>(flag: &str, v: String) -> T {
+            v.parse()
+                .unwrap_or_else(|_| usage(&format!("{flag}: bad value {v:?}")))
+        }
+        match flag.as_str() {
+            "--listen" => c.listen = value(),
+            "--name" => c.name = value(),
+            "--fail-rate" => c.fail_rate = num(&flag, value()),
+            "--fail-code" => c.fail_code = num(&flag, value()),
+            "--delay-ms" => c.delay = Duration::from_millis(num(&flag, value())),
+            "--pushback-ms" => c.pushback_ms = Some(num(&flag, value())),
+            "--etcd" => c.etcd = Some(value()),
+            "--prefix" => c.prefix = value(),
+            "--weight" => c.weight = num(&flag, value()),
+            "--ttl" => c.ttl = num(&flag, value()),
+            "-h" | "--help" => usage("help"),
+            other => usage(&format!("unknown flag {other}")),
+        }
+    }
+    if !(0.0..=1.0).contains(&c.fail_rate) {
+        usage("--fail-rate must be in 0..1");
+    }
+    if !(1..=16).contains(&c.fail_code) {
+        usage("--fail-code must be 1..16");
+    }
+    if c.etcd.is_some() && c.prefix.is_empty() {
+        usage("--etcd needs --prefix");
+    }
+    c
+}
+
+/// Health status values of grpc.health.v1.HealthCheckResponse.ServingStatus.
+const SERVING: u8 = 1;
+const NOT_SERVING: u8 = 2;
+
+struct Server {
+    cfg: Config,
+    serving: tokio::sync::watch::Sender<u8>,
+}
+
+fn main() {
+    let cfg = parse_args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(run(cfg));
+}
+
+async fn run(cfg: Config) {
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .unwrap_or_else(|e| usage(&format!("cannot listen on {}: {e}", cfg.listen)));
+    let addr = listener.local_addr().expect("bound address");
+    println!("listening {addr}");
+    let _ = std::io::stdout().flush();
+
+    let registration = match &cfg.etcd {
+        Some(endpoints) => {
+            let opts = EtcdOptions {
+                endpoints: endpoints.split(',').map(|s| s.trim().to_string()).collect(),
+                ..EtcdOptions::default()
+            };
+            let metadata = serde_json::json!({ "weight": cfg.weight });
+            match Registration::register(&opts, &cfg.prefix, &addr.to_string(), metadata, cfg.ttl)
+                .await
+            {
+                Ok(r) => {
+                    println!("registered {}", r.key());
+                    let _ = std::io::stdout().flush();
+                    Some(r)
+                }
+                Err(e) => {
+                    eprintln!("gf-testserver: cannot register: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        None => None,
+    };
+
+    let (serving, _) = tokio::sync::watch::channel(SERVING);
+    let server = Arc::new(Server { cfg, serving });
+    let accept = async {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            let _ = stream.set_nodelay(true);
+            let server = server.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let server = server.clone();
+                    async move { Ok::<_, Infallible>(server.handle(req).await) }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(None)
+                    .initial_stream_window_size(1 << 20)
+                    .initial_connection_window_size(4 << 20)
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    };
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = accept => {}
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    if let Some(r) = registration {
+        if let Err(e) = r.deregister().await {
+            eprintln!("gf-testserver: deregister: {e}");
+        }
+    }
+    std::process::exit(0);
+}
+
+impl Server {
+    async fn handle(
+        self: Arc<Self>,
+        req: http::Request<Incoming>,
+    ) -> http::Response<tonic::body::Body> {
+        let path = req.uri().path().to_string();
+        let mut grpc = tonic::server::Grpc::new(RawCodec);
+        match path.as_str() {
+            "/grpc.health.v1.Health/Check" => {
+                let me = self.clone();
+                grpc.unary(
+                    Handler(move |r: Request<Bytes>| me.clone().health_check(r)),
+                    req,
+                )
+                .await
+            }
+            "/grpc.health.v1.Health/Watch" => {
+                let me = self.clone();
+                grpc.server_streaming(
+                    Handler(move |r: Request<Bytes>| me.clone().health_watch(r)),
+                    req,
+                )
+                .await
+            }
+            "/gf.test.Control/SetServing" => {
+                let me = self.clone();
+                grpc.unary(
+                    Handler(move |r: Request<Bytes>| me.clone().set_serving(r)),
+                    req,
+                )
+                .await
+            }
+            _ => {
+                let method = path.rsplit('/').next().unwrap_or("").to_string();
+                let echo = echo_metadata(req.headers());
+                let me = self.clone();
+                let trailers = echo.clone();
+                let resp = grpc
+                    .unary(
+                        Handler(move |r: Request<Bytes>| {
+                            me.clone().serve(method.clone(), r, echo.clone())
+                        }),
+                        req,
+                    )
+                    .await;
+                resp.map(|body| {
+                    tonic::body::Body::new(WithTrailers {
+                        inner: body,
+                        extra: Some(trailers),
+                    })
+                })
+            }
+        }
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        method: String,
+        req: Request<Bytes>,
+        echo: HeaderMap,
+    ) -> Result<Response<Bytes>, Status> {
+        if !self.cfg.delay.is_zero() {
+            tokio::time::sleep(self.cfg.delay).await;
+        }
+        if method != "Echo" && method != "Whoami" {
+            return Err(with_metadata(
+                Status::unimplemented(format!("gf-testserver: no method {method:?}")),
+                &echo,
+            ));
+        }
+        if self.cfg.fail_rate > 0.0 && fastrand::f64() < self.cfg.fail_rate {
+            let mut md = MetadataMap::from_headers(echo);
+            if let Some(ms) = self.cfg.pushback_ms {
+                md.insert("grpc-retry-pushback-ms", MetadataValue::from(ms));
+            }
+            let msg = format!("gf-testserver {}: injected failure", self.cfg.name);
+            return Err(Status::with_metadata(
+                Code::from_i32(self.cfg.fail_code),
+                msg,
+                md,
+            ));
+        }
+        let body = if method == "Echo" {
+            req.into_inner()
+        } else {
+            Bytes::from(self.cfg.name.clone())
+        };
+        Ok(Response::new(body))
+    }
+
+    async fn health_check(
+        self: Arc<Self>,
+        _req: Request<Bytes>,
+    ) -> Result<Response<Bytes>, Status> {
+        Ok(Response::new(health_response(*self.serving.borrow())))
+    }
+
+    async fn health_watch(
+        self: Arc<Self>,
+        _req: Request<Bytes>,
+    ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>>, Status> {
+        let rx = self.serving.subscribe();
+        let updates = stream::unfold((rx, true), |(mut rx, first)| async move {
+            if !first && rx.changed().await.is_err() {
+                return None;
+            }
+            let status = *rx.borrow_and_update();
+            Some((Ok(health_response(status)), (rx, false)))
+        });
+        Ok(Response::new(Box::pin(updates)))
+    }
+
+    async fn set_serving(self: Arc<Self>, req: Request<Bytes>) -> Result<Response<Bytes>, Status> {
+        let status = match req.get_ref().as_ref() {
+            b"SERVING" => SERVING,
+            b"NOT_SERVING" => NOT_SERVING,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "SetServing takes SERVING or NOT_SERVING, got {:?}",
+                    String::from_utf8_lossy(other)
+                )))
+            }
+        };
+        self.serving
+            .send_if_modified(|s| std::mem::replace(s, status) != status);
+        Ok(Response::new(Bytes::new()))
+    }
+}
+
+/// HealthCheckResponse { status = 1 (enum) } in protobuf wire format.
+fn health_response(status: u8) -> Bytes {
+    let mut b = BytesMut::with_capacity(2);
+    b.extend_from_slice(&[0x08, status]);
+    b.freeze()
+}
+
+fn echo_metadata(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (k, v) in headers {
+        if k.as_str().starts_with("x-echo-") {
+            out.append(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+fn with_metadata(status: Status, extra: &HeaderMap) -> Status {
+    Status::with_metadata(
+        status.code(),
+        status.message().to_string(),
+        MetadataMap::from_headers(extra.clone()),
+    )
+}
+
+/// Adapts an async fn to the tower service tonic's server helpers drive.
+struct Handler<F>(F);
+
+impl<F, Fut, M> tower_service::Service<Request<Bytes>> for Handler<F>
+where
+    F: FnMut(Request<Bytes>) -> Fut,
+    Fut: Future<Output = Result<Response<M>, Status>>,
+{
+    type Response = Response<M>;
+    type Error = Status;
+    type Future = Fut;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Bytes>) -> Fut {
+        (self.0)(req)
+    }
+}
+
+/// A response body that adds headers to its trailers (the `x-echo-` metadata).
+struct WithTrailers {
+    inner: tonic::body::Body,
+    extra: Option<HeaderMap>,
+}
+
+impl Body for WithTrailers {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let frame = match frame.into_trailers() {
+                    Ok(mut trailers) => {
+                        if let Some(extra) = self.extra.take() {
+                            for (k, v) in extra.iter() {
+                                trailers.append(k.clone(), v.clone());
+                            }
+                        }
+                        Frame::trailers(trailers)
+                    }
+                    Err(frame) => frame.map_data(|mut d| d.copy_to_bytes(d.remaining())),
+                };
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

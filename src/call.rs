@@ -1,0 +1,368 @@
+//! One attempt: a unary call with raw request bytes over one subchannel's HTTP/2 connection,
+//! through `tonic::client::Grpc` and a pass-through codec (no protobuf, no codegen).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use http::uri::PathAndQuery;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::{KeyAndValueRef, MetadataKey, MetadataMap, MetadataValue};
+
+use crate::balancer::subchannel::{Sender, Subchannel};
+use crate::status::{Code, Status};
+
+/// Metadata as ordered (key, value) pairs. Keys ending in `-bin` carry raw bytes; all other
+/// values are printable ASCII.
+pub type Metadata = Vec<(String, Bytes)>;
+
+/// Per-call options.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// The call's deadline, across all attempts; None = no deadline.
+    pub timeout: Option<Duration>,
+    /// Request metadata sent with every attempt.
+    pub metadata: Metadata,
+    /// Overrides the method config's `waitForReady`.
+    pub wait_for_ready: Option<bool>,
+}
+
+impl CallOptions {
+    /// Checks metadata keys and values the way gRPC does: lower-case token keys, no reserved
+    /// `grpc-` keys, printable ASCII values unless the key ends in `-bin`.
+    pub fn validate(&self) -> Result<(), Status> {
+        for (key, value) in &self.metadata {
+            validate_metadata(key, value)?;
+        }
+        Ok(())
+    }
+}
+
+pub fn validate_metadata(key: &str, value: &[u8]) -> Result<(), Status> {
+    let bad = |why: &str| Status::invalid_argument(format!("metadata key {key:?}: {why}"));
+    if key.is_empty()
+        || !key
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.'))
+    {
+        return Err(bad("keys are non-empty and use only a-z 0-9 - _ ."));
+    }
+    if key.starts_with("grpc-") {
+        return Err(bad("grpc- keys are reserved"));
+    }
+    if !key.ends_with("-bin") && !value.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        return Err(bad(
+            "a value must be printable ASCII unless the key ends in -bin",
+        ));
+    }
+    Ok(())
+}
+
+/// What a finished call returns, successful or not.
+#[derive(Clone, Debug)]
+pub struct CallResult {
+    pub status: Status,
+    pub message: Bytes,
+    pub headers: Metadata,
+    pub trailers: Metadata,
+}
+
+impl CallResult {
+    pub fn error(status: Status) -> CallResult {
+        CallResult {
+            status,
+            message: Bytes::new(),
+            headers: Vec::new(),
+            trailers: Vec::new(),
+        }
+    }
+
+    pub fn into_result(self) -> Result<Bytes, Status> {
+        if self.status.code == Code::Ok {
+            Ok(self.message)
+        } else {
+            Err(self.status)
+        }
+    }
+}
+
+/// Server pushback (gRFC A6 `grpc-retry-pushback-ms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushback {
+    Delay(Duration),
+    Stop,
+}
+
+/// How one attempt ended.
+pub struct Attempt {
+    pub result: CallResult,
+    /// Response headers arrived: the call is committed and is not retried (A6).
+    pub committed: bool,
+    /// The request never left the client: retry without counting an attempt (A6).
+    pub transparent: bool,
+    pub pushback: Option<Pushback>,
+}
+
+/// Sends one attempt on `sc`. `timeout` is what is left of the call's deadline (sent as
+/// `grpc-timeout`; the caller enforces it locally too).
+pub async fn attempt(
+    sc: &Subchannel,
+    path: &PathAndQuery,
+    request: Bytes,
+    metadata: &Metadata,
+    timeout: Option<Duration>,
+    previous_attempts: u32,
+    max_response_bytes: usize,
+) -> Attempt {
+    let Some(sender) = sc.sender() else {
+        return failed(
+            Status::unavailable(format!("{}: not connected", sc.addr)),
+            true,
+        );
+    };
+    let mut grpc = tonic::client::Grpc::with_origin(Conn(sender), sc.origin.clone())
+        .max_decoding_message_size(max_response_bytes)
+        .max_encoding_message_size(usize::MAX);
+    if let Err(e) = grpc.ready().await {
+        return failed(Status::unavailable(format!("{}: {e}", sc.addr)), true);
+    }
+    let mut req = tonic::Request::new(request);
+    let md = req.metadata_mut();
+    for (key, value) in metadata {
+        if key.ends_with("-bin") {
+            if let Ok(k) = MetadataKey::from_bytes(key.as_bytes()) {
+                md.append_bin(k, MetadataValue::from_bytes(value));
+            }
+        } else if let (Ok(k), Ok(v)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_ref()),
+        ) {
+            md.append(k, v);
+        }
+    }
+    if previous_attempts > 0 {
+        md.insert(
+            "grpc-previous-rpc-attempts",
+            MetadataValue::from(previous_attempts),
+        );
+    }
+    if let Some(t) = timeout {
+        req.set_timeout(t);
+    }
+    let response = match grpc.server_streaming(req, path.clone(), RawCodec).await {
+        Ok(r) => r,
+        Err(status) => return from_status(sc, status, Vec::new(), false),
+    };
+    let (headers, mut stream, _) = response.into_parts();
+    let headers = to_pairs(&headers);
+    let message = match stream.message().await {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            let st = Status::internal(format!("{}: the server sent no response message", sc.addr));
+            return Attempt {
+                result: CallResult {
+                    headers,
+                    ..CallResult::error(st)
+                },
+                committed: true,
+                transparent: false,
+                pushback: None,
+            };
+        }
+        Err(status) => return from_status(sc, status, headers, true),
+    };
+    match stream.trailers().await {
+        Ok(trailers) => Attempt {
+            result: CallResult {
+                status: Status::new(Code::Ok, ""),
+                message,
+                headers,
+                trailers: trailers.as_ref().map(to_pairs).unwrap_or_default(),
+            },
+            committed: true,
+            transparent: false,
+            pushback: None,
+        },
+        Err(status) => from_status(sc, status, headers, true),
+    }
+}
+
+fn failed(status: Status, transparent: bool) -> Attempt {
+    Attempt {
+        result: CallResult::error(status),
+        committed: false,
+        transparent,
+        pushback: None,
+    }
+}
+
+/// Maps a tonic status (a server's status, or a transport error) to an attempt outcome.
+fn from_status(
+    sc: &Subchannel,
+    status: tonic::Status,
+    headers: Metadata,
+    committed: bool,
+) -> Attempt {
+    let pushback = status.metadata().get("grpc-retry-pushback-ms").map(|v| {
+        match v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()) {
+            Some(ms) if ms >= 0 => Pushback::Delay(Duration::from_millis(ms as u64)),
+            _ => Pushback::Stop,
+        }
+    });
+    let trailers = to_pairs(status.metadata());
+    let source_is_conn = std::error::Error::source(&status)
+        .and_then(|s| s.downcast_ref::<ConnError>())
+        .cloned();
+    let (code, message, transparent) = match source_is_conn {
+        Some(e) => (
+            Code::Unavailable,
+            format!("{}: {}", sc.addr, e.message),
+            e.never_sent,
+        ),
+        None => {
+            let transport = status.metadata().is_empty() && is_transport_error(&status);
+            let msg = if transport {
+                format!("{}: {}", sc.addr, status.message())
+            } else {
+                status.message().to_string()
+            };
+            (status.code(), msg, false)
+        }
+    };
+    Attempt {
+        result: CallResult {
+            status: Status::new(code, message),
+            message: Bytes::new(),
+            headers,
+            trailers,
+        },
+        committed,
+        transparent,
+        pushback,
+    }
+}
+
+/// Errors tonic built from a broken connection rather than from a server's grpc-status.
+fn is_transport_error(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
+
+fn to_pairs(md: &MetadataMap) -> Metadata {
+    let mut out = Vec::new();
+    for kv in md.iter() {
+        match kv {
+            KeyAndValueRef::Ascii(k, v) => {
+                let key = k.as_str();
+                if matches!(key, "grpc-status" | "grpc-message" | "content-type") {
+                    continue;
+                }
+                out.push((key.to_string(), Bytes::copy_from_slice(v.as_bytes())));
+            }
+            KeyAndValueRef::Binary(k, v) => {
+                if let Ok(bytes) = v.to_bytes() {
+                    out.push((k.as_str().to_string(), bytes));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The pass-through codec: request and response messages are the caller's bytes.
+#[derive(Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Why a request could not be handed to the connection.
+#[derive(Clone, Debug)]
+pub struct ConnError {
+    pub message: String,
+    /// The request certainly did not reach the server.
+    pub never_sent: bool,
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConnError {}
+
+/// The subchannel's HTTP/2 sender as the tower service tonic's client drives.
+struct Conn(Sender);
+
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<hyper::body::Incoming>, ConnError>> + Send>>;
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
+    type Response = http::Response<hyper::body::Incoming>;
+    type Error = ConnError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        self.0.poll_ready(cx).map_err(|e| ConnError {
+            message: format!("connection closed: {e}"),
+            never_sent: true,
+        })
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> ResponseFuture {
+        let fut = self.0.send_request(req);
+        Box::pin(async move {
+            fut.await.map_err(|e| {
+                let refused = h2_reason(&e) == Some(h2::Reason::REFUSED_STREAM);
+                ConnError {
+                    message: e.to_string(),
+                    never_sent: refused || e.is_canceled(),
+                }
+            })
+        })
+    }
+}
+
+fn h2_reason(e: &hyper::Error) -> Option<h2::Reason> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
+            return h2e.reason();
+        }
+        source = s.source();
+    }
+    None
+}

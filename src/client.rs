@@ -1,0 +1,272 @@
+//! The client: a target, its resolver, its balancer and its service config. This is the Rust
+//! API that the C ABI wraps.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::balancer::subchannel::{ConnectConfig, Subchannel};
+use crate::balancer::Balancer;
+use crate::call::{CallOptions, CallResult};
+use crate::config::{CallPolicy, Options};
+use crate::resolver::{self, Endpoint};
+use crate::retry::throttle::Throttle;
+use crate::retry::{CallContext, CallCounters};
+use crate::runtime;
+use crate::status::Status;
+use crate::target::Target;
+
+/// A gRPC client for one target. Cheap to clone; all clones share one set of connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    target: String,
+    options: Options,
+    balancer: Balancer,
+    throttle: Option<Throttle>,
+    counters: CallCounters,
+    closed: CancellationToken,
+}
+
+impl Client {
+    /// Creates a client and starts resolving `target` in the background. Never blocks on the
+    /// network: an unreachable etcd shows up in the calls' errors, not here.
+    pub fn connect(target: &str, options: Options) -> Result<Client, Status> {
+        let parsed = Target::parse(target)?;
+        let lb = options.service_config.lb_config();
+        let connect = ConnectConfig {
+            backoff: options.connect_backoff.clone(),
+            min_connect_timeout: options.connect_timeout,
+            keepalive_time: options.keepalive_time,
+            keepalive_timeout: options.keepalive_timeout,
+        };
+        let described = match &parsed {
+            Target::Etcd { prefix } => prefix.clone(),
+            Target::Static { addrs } => addrs.join(","),
+        };
+        let balancer = Balancer::new(
+            described,
+            lb.policy,
+            connect,
+            options.max_in_flight_per_instance,
+        );
+        let throttle = options
+            .service_config
+            .retry_throttling
+            .as_ref()
+            .map(Throttle::new);
+        let closed = CancellationToken::new();
+        let sink = balancer.sink();
+        let _enter = runtime::handle().enter();
+        match parsed {
+            Target::Static { addrs } => sink.update(addrs.into_iter().map(Endpoint::new).collect()),
+            Target::Etcd { prefix } => {
+                let stop = closed.clone();
+                tokio::spawn(resolver::etcd::watch_prefix(
+                    options.etcd.clone(),
+                    prefix,
+                    sink,
+                    stop,
+                ));
+            }
+        }
+        Ok(Client {
+            inner: Arc::new(Inner {
+                target: target.to_string(),
+                options,
+                balancer,
+                throttle,
+                counters: CallCounters::default(),
+                closed,
+            }),
+        })
+    }
+
+    pub fn target(&self) -> &str {
+        &self.inner.target
+    }
+
+    /// Calls `method` ("/pkg.Service/Method") with raw request bytes; returns the raw response.
+    pub async fn invoke(
+        &self,
+        method: &str,
+        request: Bytes,
+        opts: &CallOptions,
+    ) -> Result<Bytes, Status> {
+        self.invoke_full(method, request, opts).await.into_result()
+    }
+
+    /// Like [`Client::invoke`], with the response headers and trailers.
+    pub async fn invoke_full(
+        &self,
+        method: &str,
+        request: Bytes,
+        opts: &CallOptions,
+    ) -> CallResult {
+        let inner = &*self.inner;
+        inner.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let result = tokio::select! {
+            r = self.run(method, request, opts) => r,
+            _ = inner.closed.cancelled() => CallResult::error(Status::cancelled("client closed")),
+        };
+        if result.status.code != tonic::Code::Ok {
+            inner.counters.calls_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn run(&self, method: &str, request: Bytes, opts: &CallOptions) -> CallResult {
+        let inner = &*self.inner;
+        if inner.closed.is_cancelled() {
+            return CallResult::error(Status::cancelled("client closed"));
+        }
+        let (service, name) = match split_method(method) {
+            Ok(parts) => parts,
+            Err(status) => return CallResult::error(status),
+        };
+        if let Err(status) = opts.validate() {
+            return CallResult::error(status);
+        }
+        let path = match PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(method.as_bytes()))
+        {
+            Ok(p) => p,
+            Err(e) => {
+                return CallResult::error(Status::invalid_argument(format!(
+                    "method {method:?}: {e}"
+                )))
+            }
+        };
+        let mc = inner.options.service_config.method_config(service, name);
+        let timeout = match (opts.timeout, mc.and_then(|m| m.timeout)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let deadline = timeout.map(|t| Instant::now() + t);
+        if let Some(limit) = mc.and_then(|m| m.max_request_message_bytes) {
+            if request.len() as u64 > limit {
+                return CallResult::error(Status::resource_exhausted(format!(
+                    "request of {} bytes exceeds maxRequestMessageBytes {limit}",
+                    request.len()
+                )));
+            }
+        }
+        let max_response_bytes = mc
+            .and_then(|m| m.max_response_message_bytes)
+            .map(|b| b.min(usize::MAX as u64) as usize)
+            .unwrap_or(usize::MAX);
+        let wait_for_ready = opts
+            .wait_for_ready
+            .or(mc.and_then(|m| m.wait_for_ready))
+            .unwrap_or(false);
+        let on_attempt = |_: &Subchannel, _: &CallResult| {};
+        let ctx = CallContext {
+            balancer: &inner.balancer,
+            path: &path,
+            request,
+            metadata: &opts.metadata,
+            deadline,
+            wait_for_ready,
+            max_response_bytes,
+            throttle: inner.throttle.as_ref(),
+            counters: &inner.counters,
+            on_attempt: &on_attempt,
+        };
+        let cap = inner.options.max_attempts_cap;
+        let work = async {
+            match mc.and_then(|m| m.policy.as_ref()) {
+                Some(CallPolicy::Retry(p)) => ctx.retry(p, p.max_attempts.min(cap)).await,
+                Some(CallPolicy::Hedging(p)) => ctx.hedge(p, p.max_attempts.min(cap)).await,
+                None => ctx.once().await,
+            }
+        };
+        let mut result = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, work).await {
+                Ok(r) => r,
+                Err(_) => CallResult::error(Status::deadline_exceeded(format!(
+                    "deadline of {} ms exceeded",
+                    timeout.unwrap_or_default().as_millis()
+                ))),
+            },
+            None => work.await,
+        };
+        // tonic reports a deadline it enforced itself as CANCELLED; to the caller it is a deadline.
+        if result.status.code == tonic::Code::Cancelled
+            && deadline.is_some_and(|d| Instant::now() >= d)
+        {
+            result.status = Status::deadline_exceeded(result.status.message.clone());
+        }
+        result
+    }
+
+    /// Client-wide counters and per-instance state, as JSON.
+    pub fn stats(&self) -> Value {
+        let c = &self.inner.counters;
+        let mut v = json!({
+            "target": self.inner.target,
+            "calls": c.calls.load(Ordering::Relaxed),
+            "calls_failed": c.calls_failed.load(Ordering::Relaxed),
+            "attempts": c.attempts.load(Ordering::Relaxed),
+            "retries": c.retries.load(Ordering::Relaxed),
+            "transparent_retries": c.transparent_retries.load(Ordering::Relaxed),
+            "hedges": c.hedges.load(Ordering::Relaxed),
+            "throttled_retries": c.throttled.load(Ordering::Relaxed),
+            "retry_tokens": self.inner.throttle.as_ref().map(|t| t.tokens()),
+        });
+        if let (Value::Object(out), Value::Object(lb)) = (&mut v, self.inner.balancer.stats()) {
+            out.extend(lb);
+        }
+        v
+    }
+
+    /// Stops resolving, closes every connection and completes calls in flight with CANCELLED.
+    pub fn close(&self) {
+        self.inner.closed.cancel();
+        self.inner.balancer.close();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.is_cancelled()
+    }
+}
+
+/// Splits "/pkg.Service/Method" into ("pkg.Service", "Method").
+pub fn split_method(method: &str) -> Result<(&str, &str), Status> {
+    let bad = || {
+        Status::invalid_argument(format!(
+            "method {method:?}: expected \"/package.Service/Method\""
+        ))
+    };
+    let rest = method.strip_prefix('/').ok_or_else(bad)?;
+    let (service, name) = rest.split_once('/').ok_or_else(bad)?;
+    if service.is_empty()
+        || name.is_empty()
+        || name.contains('/')
+        || method.bytes().any(|b| b <= b' ' || b == 0x7f)
+    {
+        return Err(bad());
+    }
+    Ok((service, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names() {
+        assert_eq!(split_method("/pkg.Svc/Echo").unwrap(), ("pkg.Svc", "Echo"));
+        for bad in [
+            "", "/", "//", "/a/", "//b", "a/b", "/a/b/c", "/a b/c", "/a/b\n",
+        ] {
+            assert!(split_method(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! `options_json` (what `gf_connect` and `gf_register` take) and the gRPC service config.
+
+pub mod duration;
+pub mod service_config;
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+pub use service_config::{
+    CallPolicy, HedgingPolicy, LbConfig, MethodConfig, OutlierDetection, Policy, RetryPolicy,
+    RetryThrottling, ServiceConfig,
+};
+
+use crate::status::Status;
+
+/// Where etcd is and how to log in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EtcdOptions {
+    pub endpoints: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub dial_timeout: Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            endpoints: vec!["127.0.0.1:2379".to_string()],
+            username: None,
+            password: None,
+            dial_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// gRPC connection backoff (the names and defaults of grpc-go's `backoff.Config`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectBackoff {
+    pub base_delay: Duration,
+    pub multiplier: f64,
+    pub jitter: f64,
+    pub max_delay: Duration,
+}
+
+impl Default for ConnectBackoff {
+    fn default() -> Self {
+        ConnectBackoff {
+            base_delay: Duration::from_secs(1),
+            multiplier: 1.6,
+            jitter: 0.2,
+            max_delay: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Everything `gf_connect` accepts in `options_json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    pub service_config: ServiceConfig,
+    pub etcd: EtcdOptions,
+    /// gRPC's MinConnectTimeout: the least time one connection attempt gets.
+    pub connect_timeout: Duration,
+    pub connect_backoff: ConnectBackoff,
+    /// A6's cap on `maxAttempts` of retry and hedging policies.
+    pub max_attempts_cap: u32,
+    /// Calls in flight per instance before the picker skips it; None is unlimited.
+    pub max_in_flight_per_instance: Option<u32>,
+    /// HTTP/2 keepalive pings on idle and busy connections; None (the default, as in gRPC) is off.
+    pub keepalive_time: Option<Duration>,
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            service_config: ServiceConfig::default(),
+            etcd: EtcdOptions::default(),
+            connect_timeout: Duration::from_secs(20),
+            connect_backoff: ConnectBackoff::default(),
+            max_attempts_cap: 5,
+            max_in_flight_per_instance: None,
+            keepalive_time: None,
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Options {
+    /// Parses `options_json`. None or an empty string means all defaults.
+    pub fn from_json(text: Option<&str>) -> Result<Options, Status> {
+        let text = match text.map(str::trim) {
+            None | Some("") => return Ok(Options::default()),
+            Some(t) => t,
+        };
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| Status::invalid_argument(format!("options_json: not valid JSON: {e}")))?;
+        Self::from_value(&value).map_err(|e| Status::invalid_argument(format!("options_json: {e}")))
+    }
+
+    pub fn from_value(value: &Value) -> Result<Options, String> {
+        let obj = match value {
+            Value::Object(o) => o,
+            Value::Null => return Ok(Options::default()),
+            other => return Err(format!("must be a JSON object, got {other}")),
+        };
+        let mut o = Options::default();
+        if let Some(sc) = obj.get("service_config") {
+            o.service_config = ServiceConfig::from_value(sc)?;
+        }
+        if let Some(e) = obj.get("etcd") {
+            o.etcd = parse_etcd(e)?;
+        }
+        if let Some(ms) = opt_ms(obj, "connect_timeout_ms", "")? {
+            o.connect_timeout = ms;
+        }
+        if let Some(b) = obj.get("connect_backoff").filter(|v| !v.is_null()) {
+            let b = b
+                .as_object()
+                .ok_or_else(|| format!("connect_backoff: must be an object, got {b}"))?;
+            let f = "connect_backoff.";
+            if let Some(d) = opt_ms(b, "base_delay_ms", f)? {
+                o.connect_backoff.base_delay = d;
+            }
+            if let Some(d) = opt_ms(b, "max_delay_ms", f)? {
+                o.connect_backoff.max_delay = d;
+            }
+            if let Some(m) = opt_f64(b, "multiplier", f)? {
+                if m < 1.0 {
+                    return Err(format!("connect_backoff.multiplier: must be >= 1, got {m}"));
+                }
+                o.connect_backoff.multiplier = m;
+            }
+            if let Some(j) = opt_f64(b, "jitter", f)? {
+                if !(0.0..1.0).contains(&j) {
+                    return Err(format!(
+                        "connect_backoff.jitter: must be in [0, 1), got {j}"
+                    ));
+                }
+                o.connect_backoff.jitter = j;
+            }
+        }
+        if let Some(v) = opt_uint(obj, "max_attempts", "")? {
+            if v < 1 {
+                return Err("max_attempts: must be >= 1".into());
+            }
+            o.max_attempts_cap = v as u32;
+        }
+        if let Some(v) = opt_uint(obj, "max_in_flight_per_instance", "")? {
+            if v < 1 {
+                return Err("max_in_flight_per_instance: must be >= 1".into());
+            }
+            o.max_in_flight_per_instance = Some(v.min(u32::MAX as u64) as u32);
+        }
+        o.keepalive_time = opt_ms(obj, "keepalive_time_ms", "")?;
+        if let Some(t) = opt_ms(obj, "keepalive_timeout_ms", "")? {
+            o.keepalive_timeout = t;
+        }
+        Ok(o)
+    }
+}
+
+fn parse_etcd(v: &Value) -> Result<EtcdOptions, String> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("etcd: must be an object, got {v}"))?;
+    let mut e = EtcdOptions::default();
+    match obj.get("endpoints") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            let mut endpoints = Vec::new();
+            for item in list {
+                let s = item
+                    .as_str()
+                    .filter(|s| !s.trim().is_empty())
+                    .ok_or_else(|| {
+                        format!(
+                            "etcd.endpoints: each endpoint must be a non-empty string, got {item}"
+                        )
+                    })?;
+                endpoints.push(s.trim().to_string());
+            }
+            if endpoints.is_empty() {
+                return Err("etcd.endpoints: must not be empty".into());
+            }
+            e.endpoints = endpoints;
+        }
+        Some(Value::String(s)) => {
+            e.endpoints = s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            if e.endpoints.is_empty() {
+                return Err("etcd.endpoints: must not be empty".into());
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "etcd.endpoints: must be a list of strings, got {other}"
+            ))
+        }
+    }
+    for key in ["username", "password"] {
+        let value = match obj.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => return Err(format!("etcd.{key}: must be a string, got {other}")),
+        };
+        if key == "username" {
+            e.username = value;
+        } else {
+            e.password = value;
+        }
+    }
+    if e.username.is_some() != e.password.is_some() {
+        return Err("etcd: username and password go together".into());
+    }
+    if let Some(d) = opt_ms(obj, "dial_timeout_ms", "etcd.")? {
+        e.dial_timeout = d;
+    }
+    Ok(e)
+}
+
+fn opt_uint(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Option<u64>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
+        Some(other) => Err(format!(
+            "{prefix}{key}: must be a non-negative integer, got {other}"
+        )),
+    }
+}
+
+fn opt_ms(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Option<Duration>, String> {
+    Ok(opt_uint(obj, key, prefix)?.map(Duration::from_millis))
+}
+
+fn opt_f64(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Option<f64>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(other) => Err(format!("{prefix}{key}: must be a number, got {other}")),
+    }
+}

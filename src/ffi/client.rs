@@ -1,0 +1,170 @@
+//! gf_connect, gf_invoke, gf_close, gf_client_stats.
+
+use std::ffi::c_char;
+
+use bytes::Bytes;
+
+use super::{
+    bytes_arg, check_blocking_allowed, gf_bytes, guard, guard_void, opt_str_arg, str_arg,
+    to_c_string,
+};
+use crate::call::CallOptions;
+use crate::client::{split_method, Client};
+use crate::config::Options;
+use crate::runtime;
+use crate::status::{Code, Status};
+
+/// A client for one target. Opaque. Thread-safe: any number of threads may call on it at once.
+pub struct gf_client {
+    pub(crate) client: Client,
+}
+
+/// Borrows the client behind a handle, checking for NULL.
+pub(crate) fn client_arg<'a>(client: *const gf_client) -> Result<&'a Client, Status> {
+    if client.is_null() {
+        return Err(Status::invalid_argument("client: must not be NULL"));
+    }
+    // SAFETY: non-NULL; the caller promises a live handle from gf_connect.
+    let c = unsafe { &(*client).client };
+    if c.is_closed() {
+        return Err(Status::new(
+            Code::FailedPrecondition,
+            "client: already closed",
+        ));
+    }
+    Ok(c)
+}
+
+/// Creates a client for `target` and starts resolving it in the background.
+///
+/// - `target`: `etcd:///<prefix>` or `static:///host:port,host:port`. Required, UTF-8.
+/// - `options_json`: options as JSON (service_config, etcd, connect_timeout_ms, ...); NULL or
+///   "" for defaults.
+/// - `client_out`: required; on success receives a new client that the caller frees with
+///   `gf_close` exactly once. Left untouched on failure.
+/// - `error_out`: may be NULL; otherwise always written: NULL on success, on failure a message
+///   naming the bad argument, which the caller frees with `gf_string_free`.
+///
+/// Returns 0, or 3 INVALID_ARGUMENT for a NULL/non-UTF-8 argument, an unknown scheme or
+/// malformed/invalid options (including an invalid service config).
+/// Does not block on the network: an unreachable etcd surfaces in the calls' errors.
+/// Any thread.
+#[no_mangle]
+pub extern "C" fn gf_connect(
+    target: *const c_char,
+    options_json: *const c_char,
+    client_out: *mut *mut gf_client,
+    error_out: *mut *mut c_char,
+) -> i32 {
+    guard(error_out, || {
+        let target = str_arg(target, "target")?;
+        let options = Options::from_json(opt_str_arg(options_json, "options_json")?)?;
+        if client_out.is_null() {
+            return Err(Status::invalid_argument("client_out: must not be NULL"));
+        }
+        let client = Client::connect(target, options)?;
+        let handle = Box::into_raw(Box::new(gf_client { client }));
+        // SAFETY: client_out checked for NULL above.
+        unsafe { *client_out = handle };
+        Ok(())
+    })
+}
+
+/// Calls a unary method with raw request bytes and waits for the answer.
+///
+/// - `client`: from `gf_connect`. Required.
+/// - `method`: "/package.Service/Method". Required, UTF-8.
+/// - `request`, `request_len`: the request message bytes, copied before the call; `request`
+///   may be NULL when `request_len` is 0.
+/// - `timeout_ms`: the deadline across all attempts (retries included); 0 = none (a method
+///   config `timeout` still applies; the smaller one wins).
+/// - `response_out`: required; always written: the response on 0, {NULL, 0} otherwise. Free it
+///   with `gf_bytes_free`.
+/// - `error_out`: may be NULL; otherwise always written: NULL on 0, else the status message,
+///   freed by the caller with `gf_string_free`.
+///
+/// Returns the call's gRPC status: the server's code, 4 DEADLINE_EXCEEDED when the deadline
+/// passes, 14 UNAVAILABLE when no instance can take the call, 1 CANCELLED when `gf_close` runs
+/// meanwhile, 3 INVALID_ARGUMENT for bad arguments, 9 FAILED_PRECONDITION when called on a
+/// library thread (inside a callback: use `gf_invoke_async` there) or on a closed client.
+/// Blocks the calling thread until the call ends. Thread-safe.
+#[no_mangle]
+pub extern "C" fn gf_invoke(
+    client: *mut gf_client,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    timeout_ms: u32,
+    response_out: *mut gf_bytes,
+    error_out: *mut *mut c_char,
+) -> i32 {
+    if !response_out.is_null() {
+        // SAFETY: non-NULL; the caller promises a writable gf_bytes.
+        unsafe { *response_out = gf_bytes::empty() };
+    }
+    guard(error_out, || {
+        let c = client_arg(client)?.clone();
+        let method = str_arg(method, "method")?;
+        split_method(method)?;
+        let request = Bytes::copy_from_slice(bytes_arg(request, request_len, "request")?);
+        if response_out.is_null() {
+            return Err(Status::invalid_argument("response_out: must not be NULL"));
+        }
+        check_blocking_allowed("gf_invoke")?;
+        let opts = CallOptions {
+            timeout: timeout(timeout_ms),
+            ..CallOptions::default()
+        };
+        let reply = runtime::handle().block_on(c.invoke(method, request, &opts))?;
+        // SAFETY: checked for NULL above.
+        unsafe { *response_out = gf_bytes::from_vec(reply.to_vec()) };
+        Ok(())
+    })
+}
+
+pub(crate) fn timeout(ms: u32) -> Option<std::time::Duration> {
+    (ms > 0).then(|| std::time::Duration::from_millis(ms as u64))
+}
+
+/// Closes a client: stops resolving, closes its connections, and completes every call still in
+/// flight (sync or async) with 1 CANCELLED. Frees the handle: do not use it afterwards, and do
+/// not start new calls on it from other threads while it closes. NULL is fine. Does not wait
+/// for anything. Any thread, including inside a callback.
+#[no_mangle]
+pub extern "C" fn gf_close(client: *mut gf_client) {
+    guard_void(|| {
+        if client.is_null() {
+            return;
+        }
+        // SAFETY: non-NULL; the handle came from gf_connect and is freed exactly once here.
+        let handle = unsafe { Box::from_raw(client) };
+        let _enter = runtime::handle().enter();
+        handle.client.close();
+    })
+}
+
+/// Writes a JSON snapshot of the client's counters and instances to `*json_out`: target,
+/// calls, calls_failed, attempts, retries, transparent_retries, hedges, throttled_retries,
+/// retry_tokens, policy, resolved, resolver_error, and per instance: address, weight,
+/// metadata, state, healthy, ejected, ejected_until_ms, ejections, calls, failures, in_flight,
+/// last_error.
+///
+/// `json_out` is required; on 0 it receives a string the caller frees with `gf_string_free`;
+/// untouched otherwise. `error_out` as in `gf_connect`. Never blocks. Thread-safe.
+#[no_mangle]
+pub extern "C" fn gf_client_stats(
+    client: *mut gf_client,
+    json_out: *mut *mut c_char,
+    error_out: *mut *mut c_char,
+) -> i32 {
+    guard(error_out, || {
+        let c = client_arg(client)?;
+        if json_out.is_null() {
+            return Err(Status::invalid_argument("json_out: must not be NULL"));
+        }
+        let text = c.stats().to_string();
+        // SAFETY: checked for NULL above.
+        unsafe { *json_out = to_c_string(&text) };
+        Ok(())
+    })
+}

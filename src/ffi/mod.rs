@@ -1,0 +1,208 @@
+//! The C ABI: handles, buffers, errors and the panic boundary. No logic lives here: every
+//! function converts and checks its arguments, calls the Rust API, and converts back.
+
+#![allow(non_camel_case_types)]
+
+mod call;
+mod client;
+mod registration;
+
+use std::ffi::{c_char, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::status::{Code, Status};
+
+/// The version of this C ABI. It changes when an existing function's signature or meaning
+/// changes; adding functions does not change it.
+pub const GF_ABI_VERSION: u32 = 1;
+
+/// Status codes returned by the `gf_` functions (the gRPC codes).
+pub const GF_OK: i32 = 0;
+pub const GF_CANCELLED: i32 = 1;
+pub const GF_UNKNOWN: i32 = 2;
+pub const GF_INVALID_ARGUMENT: i32 = 3;
+pub const GF_DEADLINE_EXCEEDED: i32 = 4;
+pub const GF_NOT_FOUND: i32 = 5;
+pub const GF_ALREADY_EXISTS: i32 = 6;
+pub const GF_PERMISSION_DENIED: i32 = 7;
+pub const GF_RESOURCE_EXHAUSTED: i32 = 8;
+pub const GF_FAILED_PRECONDITION: i32 = 9;
+pub const GF_ABORTED: i32 = 10;
+pub const GF_OUT_OF_RANGE: i32 = 11;
+pub const GF_UNIMPLEMENTED: i32 = 12;
+pub const GF_INTERNAL: i32 = 13;
+pub const GF_UNAVAILABLE: i32 = 14;
+pub const GF_DATA_LOSS: i32 = 15;
+pub const GF_UNAUTHENTICATED: i32 = 16;
+
+/// A byte buffer owned by the library. Free it with `gf_bytes_free` exactly once.
+#[repr(C)]
+pub struct gf_bytes {
+    /// The bytes; NULL when `len` is 0.
+    pub data: *mut u8,
+    pub len: usize,
+}
+
+impl gf_bytes {
+    pub(crate) fn empty() -> gf_bytes {
+        gf_bytes {
+            data: std::ptr::null_mut(),
+            len: 0,
+        }
+    }
+
+    pub(crate) fn from_vec(v: Vec<u8>) -> gf_bytes {
+        if v.is_empty() {
+            return gf_bytes::empty();
+        }
+        let boxed = v.into_boxed_slice();
+        let len = boxed.len();
+        gf_bytes {
+            data: Box::into_raw(boxed) as *mut u8,
+            len,
+        }
+    }
+}
+
+/// Runs an exported function body that returns a status code: a `Status` error becomes its code
+/// and `*error_out`, a panic becomes 13 INTERNAL. `*error_out` is NULL on success.
+pub(crate) fn guard(error_out: *mut *mut c_char, body: impl FnOnce() -> Result<(), Status>) -> i32 {
+    crate::logging::init();
+    let outcome =
+        catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| Err(panic_status(panic)));
+    match outcome {
+        Ok(()) => {
+            write_error(error_out, None);
+            0
+        }
+        Err(status) => {
+            write_error(error_out, Some(&status.message));
+            status.code as i32
+        }
+    }
+}
+
+/// Runs an exported function body that returns nothing; a panic is logged and swallowed.
+pub(crate) fn guard_void(body: impl FnOnce()) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(body)) {
+        log::error!("{}", panic_status(panic).message);
+    }
+}
+
+pub(crate) fn panic_status(panic: Box<dyn std::any::Any + Send>) -> Status {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    Status::internal(format!("internal error in grpc-failover: {what}"))
+}
+
+pub(crate) fn write_error(error_out: *mut *mut c_char, message: Option<&str>) {
+    if error_out.is_null() {
+        return;
+    }
+    let value = match message {
+        Some(m) => to_c_string(m),
+        None => std::ptr::null_mut(),
+    };
+    // SAFETY: error_out was checked for NULL; the caller promises it points to a char*.
+    unsafe { *error_out = value };
+}
+
+pub(crate) fn to_c_string(s: &str) -> *mut c_char {
+    CString::new(s.replace('\0', "\\0"))
+        .expect("NULs replaced")
+        .into_raw()
+}
+
+/// Reads a required NUL-terminated UTF-8 argument.
+pub(crate) fn str_arg<'a>(ptr: *const c_char, name: &str) -> Result<&'a str, Status> {
+    if ptr.is_null() {
+        return Err(Status::invalid_argument(format!(
+            "{name}: must not be NULL"
+        )));
+    }
+    // SAFETY: non-NULL; the caller promises a NUL-terminated string that outlives the call.
+    unsafe { CStr::from_ptr(ptr) }
+        .to_str()
+        .map_err(|e| Status::invalid_argument(format!("{name}: not valid UTF-8 ({e})")))
+}
+
+/// Reads an optional NUL-terminated UTF-8 argument (NULL is None).
+pub(crate) fn opt_str_arg<'a>(ptr: *const c_char, name: &str) -> Result<Option<&'a str>, Status> {
+    if ptr.is_null() {
+        Ok(None)
+    } else {
+        str_arg(ptr, name).map(Some)
+    }
+}
+
+/// Reads a (pointer, length) byte argument; NULL is allowed only with length 0.
+pub(crate) fn bytes_arg<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'a [u8], Status> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(Status::invalid_argument(format!(
+            "{name}: NULL with a length of {len}"
+        )));
+    }
+    // SAFETY: non-NULL; the caller promises `len` readable bytes for the duration of the call.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Sync entry points block the caller's thread; on a library thread (inside a callback) that
+/// would deadlock the runtime, so they refuse.
+pub(crate) fn check_blocking_allowed(function: &str) -> Result<(), Status> {
+    if crate::runtime::on_runtime_thread() {
+        return Err(Status::new(
+            Code::FailedPrecondition,
+            format!("{function} blocks and cannot be called on a library thread (inside a callback); use the async variant"),
+        ));
+    }
+    Ok(())
+}
+
+/// Frees a buffer returned by the library and sets it to {NULL, 0}. NULL, and a buffer that is
+/// already {NULL, 0}, are fine. Never blocks; any thread.
+#[no_mangle]
+pub extern "C" fn gf_bytes_free(bytes: *mut gf_bytes) {
+    guard_void(|| {
+        if bytes.is_null() {
+            return;
+        }
+        // SAFETY: non-NULL; the caller passes a gf_bytes the library filled in.
+        let b = unsafe { &mut *bytes };
+        if !b.data.is_null() {
+            // SAFETY: data/len came from Box<[u8]>::into_raw in gf_bytes::from_vec.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(b.data, b.len)) });
+        }
+        b.data = std::ptr::null_mut();
+        b.len = 0;
+    })
+}
+
+/// Frees a string returned by the library (error messages, stats JSON). NULL is fine. Free
+/// each string exactly once. Never blocks; any thread.
+#[no_mangle]
+pub extern "C" fn gf_string_free(s: *mut c_char) {
+    guard_void(|| {
+        if !s.is_null() {
+            // SAFETY: the library made this string with CString::into_raw.
+            drop(unsafe { CString::from_raw(s) });
+        }
+    })
+}
+
+/// The library version, e.g. "0.1.0". A static string: never free it. Any thread.
+#[no_mangle]
+pub extern "C" fn gf_version() -> *const c_char {
+    crate::VERSION.as_ptr() as *const c_char
+}
+
+/// The C ABI version this library implements (GF_ABI_VERSION of its header). Any thread.
+#[no_mangle]
+pub extern "C" fn gf_abi_version() -> u32 {
+    GF_ABI_VERSION
+}

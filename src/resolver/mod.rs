@@ -1,0 +1,157 @@
+//! Resolvers turn a target into a live set of endpoints and hand each new set to the balancer.
+//!
+//! `static:///` sets are fixed; `etcd:///` sets follow etcd through a prefix watch. A resolver
+//! that loses its registry never empties the set by itself: it reports an error and the
+//! balancer keeps serving the last known instances.
+
+pub mod etcd;
+pub mod registrar;
+
+use serde_json::Value;
+
+/// One instance of the service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub addr: String,
+    /// Relative share of calls under weighted round robin; 0 drains the instance.
+    pub weight: f64,
+    /// The `Metadata` of the etcd record, as written by the registrar (null for static targets).
+    pub metadata: Value,
+}
+
+impl Endpoint {
+    pub fn new(addr: impl Into<String>) -> Self {
+        Endpoint {
+            addr: addr.into(),
+            weight: 1.0,
+            metadata: Value::Null,
+        }
+    }
+}
+
+/// What a resolver tells the balancer.
+pub trait ResolverSink: Send + Sync + 'static {
+    /// A complete new instance set (possibly empty: etcd says there are none).
+    fn update(&self, endpoints: Vec<Endpoint>);
+    /// The registry could not be read; the last known set stays in use.
+    fn error(&self, message: String);
+}
+
+/// Decodes an etcd record in the layout of etcd's Go `naming/endpoints` package:
+/// `{"Op":0,"Addr":"127.0.0.1:8090","Metadata":{"weight":10}}`.
+///
+/// `Metadata` may be null, a string, or an object. `weight` may be an integer or a float (Go's
+/// JSON decodes it as float64); a missing, negative or non-numeric weight is 1.
+pub fn decode_record(key: &str, value: &[u8]) -> Result<Endpoint, String> {
+    let json: Value = serde_json::from_slice(value)
+        .map_err(|e| format!("etcd key {key:?}: value is not JSON ({e})"))?;
+    let obj = json
+        .as_object()
+        .ok_or_else(|| format!("etcd key {key:?}: value is not a JSON object"))?;
+    if let Some(op) = obj.get("Op").and_then(Value::as_u64) {
+        if op != 0 {
+            return Err(format!("etcd key {key:?}: Op {op} is not an add"));
+        }
+    }
+    let addr = obj
+        .get("Addr")
+        .and_then(Value::as_str)
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| format!("etcd key {key:?}: no \"Addr\""))?;
+    let metadata = obj.get("Metadata").cloned().unwrap_or(Value::Null);
+    Ok(Endpoint {
+        addr: addr.to_string(),
+        weight: weight_of(&metadata),
+        metadata,
+    })
+}
+
+/// The weight in an instance's metadata (the `weight` field of an object, or a JSON string that
+/// holds such an object); 1 when absent or not a non-negative finite number.
+pub fn weight_of(metadata: &Value) -> f64 {
+    let weight = match metadata {
+        Value::Object(o) => o.get("weight").cloned(),
+        Value::String(s) => serde_json::from_str::<Value>(s)
+            .ok()
+            .and_then(|v| v.get("weight").cloned()),
+        _ => None,
+    };
+    let number = match weight {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match number {
+        Some(w) if w.is_finite() && w >= 0.0 => w,
+        _ => 1.0,
+    }
+}
+
+/// The record the registrar writes: byte for byte what Go's `endpoints.Manager.AddEndpoint`
+/// writes (`json.Marshal` of `{Op, Addr, Metadata}`).
+pub fn encode_record(addr: &str, metadata: &Value) -> String {
+    format!(
+        "{{\"Op\":0,\"Addr\":{},\"Metadata\":{}}}",
+        go_json(&Value::String(addr.to_string())),
+        go_json(metadata)
+    )
+}
+
+/// serde_json's compact form with Go's HTML-safe escaping of `<`, `>` and `&`.
+fn go_json(v: &Value) -> String {
+    serde_json::to_string(v)
+        .expect("a Value always serializes")
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_go_records() {
+        let e = decode_record(
+            "k",
+            br#"{"Op":0,"Addr":"127.0.0.1:8090","Metadata":{"weight":10}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.addr, "127.0.0.1:8090");
+        assert_eq!(e.weight, 10.0);
+        let e = decode_record("k", br#"{"Addr":"a:1","Metadata":{"weight":2.5}}"#).unwrap();
+        assert_eq!(e.weight, 2.5);
+        let e = decode_record("k", br#"{"Addr":"a:1","Metadata":null}"#).unwrap();
+        assert_eq!(e.weight, 1.0);
+        let e = decode_record("k", br#"{"Addr":"a:1","Metadata":"plain string"}"#).unwrap();
+        assert_eq!(e.weight, 1.0);
+        let e = decode_record("k", br#"{"Addr":"a:1","Metadata":"{\"weight\":3}"}"#).unwrap();
+        assert_eq!(e.weight, 3.0);
+        let e = decode_record("k", br#"{"Addr":"a:1","Metadata":{"weight":"x"}}"#).unwrap();
+        assert_eq!(e.weight, 1.0);
+        let e = decode_record("k", br#"{"Addr":"a:1","Metadata":{"weight":0}}"#).unwrap();
+        assert_eq!(e.weight, 0.0);
+        let e = decode_record("k", br#"{"Addr":"a:1"}"#).unwrap();
+        assert_eq!(e.weight, 1.0);
+        assert!(decode_record("k", b"not json").is_err());
+        assert!(decode_record("k", br#"{"Metadata":{}}"#).is_err());
+        assert!(decode_record("k", br#"[1]"#).is_err());
+    }
+
+    #[test]
+    fn encodes_like_go() {
+        assert_eq!(
+            encode_record("127.0.0.1:8090", &json!({"weight": 10})),
+            r#"{"Op":0,"Addr":"127.0.0.1:8090","Metadata":{"weight":10}}"#
+        );
+        assert_eq!(
+            encode_record("a:1", &Value::Null),
+            r#"{"Op":0,"Addr":"a:1","Metadata":null}"#
+        );
+        assert_eq!(
+            encode_record("a:1", &json!({"z": 1, "a": "<&>"})),
+            r#"{"Op":0,"Addr":"a:1","Metadata":{"a":"\u003c\u0026\u003e","z":1}}"#
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! The retry engine: gRFC A6 retries (backoff, pushback, commit, transparent retries),
+//! hedging, and the retry throttle. Every attempt picks its instance through the balancer,
+//! preferring one this call has not tried yet.
+
+pub mod backoff;
+pub mod throttle;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use http::uri::PathAndQuery;
+use tokio::time::Instant;
+
+use crate::balancer::subchannel::Subchannel;
+use crate::balancer::Balancer;
+use crate::call::{self, Attempt, CallResult, Metadata, Pushback};
+use crate::config::{HedgingPolicy, RetryPolicy};
+use crate::status::{Code, Status};
+use throttle::Throttle;
+
+/// Client-wide counters for `gf_client_stats`.
+#[derive(Default)]
+pub struct CallCounters {
+    pub calls: AtomicU64,
+    pub calls_failed: AtomicU64,
+    pub attempts: AtomicU64,
+    pub retries: AtomicU64,
+    pub transparent_retries: AtomicU64,
+    pub hedges: AtomicU64,
+    pub throttled: AtomicU64,
+}
+
+/// Everything one call needs, shared by its attempts.
+pub struct CallContext<'a> {
+    pub balancer: &'a Balancer,
+    pub path: &'a PathAndQuery,
+    pub request: Bytes,
+    pub metadata: &'a Metadata,
+    pub deadline: Option<Instant>,
+    pub wait_for_ready: bool,
+    pub max_response_bytes: usize,
+    pub throttle: Option<&'a Throttle>,
+    pub counters: &'a CallCounters,
+    /// Called with each finished attempt's subchannel and result (outlier detection).
+    pub on_attempt: &'a (dyn Fn(&Subchannel, &CallResult) + Sync),
+}
+
+/// A6: transparent retries are for attempts that never left the client; bound them so a
+/// connection that keeps refusing streams cannot spin.
+const MAX_TRANSPARENT_RETRIES: u32 = 8;
+
+impl CallContext<'_> {
+    async fn run_attempt(&self, sc: Arc<Subchannel>, previous_attempts: u32) -> Attempt {
+        let timeout = self
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+        sc.counters.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight(&sc);
+        let a = call::attempt(
+            &sc,
+            self.path,
+            self.request.clone(),
+            self.metadata,
+            timeout,
+            previous_attempts,
+            self.max_response_bytes,
+        )
+        .await;
+        drop(guard);
+        sc.counters.calls.fetch_add(1, Ordering::Relaxed);
+        if a.result.status.code != Code::Ok {
+            sc.counters.failures.fetch_add(1, Ordering::Relaxed);
+            sc.set_last_error(a.result.status.to_string());
+        }
+        (self.on_attempt)(&sc, &a.result);
+        a
+    }
+
+    /// A call without a retry or hedging policy: one attempt (plus transparent retries).
+    pub async fn once(&self) -> CallResult {
+        let mut tried = Vec::new();
+        let mut transparent = 0;
+        loop {
+            let sc = match self
+                .balancer
+                .pick(&tried, self.wait_for_ready, self.deadline)
+                .await
+            {
+                Ok(sc) => sc,
+                Err(status) => return CallResult::error(status),
+            };
+            tried.push(sc.id);
+            let a = self.run_attempt(sc, 0).await;
+            if a.transparent && transparent < MAX_TRANSPARENT_RETRIES {
+                transparent += 1;
+                self.counters
+                    .transparent_retries
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            return a.result;
+        }
+    }
+
+    /// A6 retries.
+    pub async fn retry(&self, policy: &RetryPolicy, max_attempts: u32) -> CallResult {
+        let mut tried = Vec::new();
+        let mut attempts = 0u32;
+        let mut transparent = 0;
+        let mut backoff_exp = 0i32;
+        loop {
+            let outcome = match self
+                .balancer
+                .pick(&tried, self.wait_for_ready, self.deadline)
+                .await
+            {
+                Ok(sc) => {
+                    tried.push(sc.id);
+                    self.run_attempt(sc, attempts).await
+                }
+                Err(status) if status.code == Code::Unavailable => Attempt {
+                    result: CallResult::error(status),
+                    committed: false,
+                    transparent: false,
+                    pushback: None,
+                },
+                Err(status) => return CallResult::error(status),
+            };
+            if outcome.result.status.code == Code::Ok {
+                if let Some(t) = self.throttle {
+                    t.on_success();
+                }
+                return outcome.result;
+            }
+            if outcome.transparent && transparent < MAX_TRANSPARENT_RETRIES {
+                transparent += 1;
+                self.counters
+                    .transparent_retries
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            attempts += 1;
+            let code = outcome.result.status.code;
+            let retryable = policy.retryable_status_codes.contains(&code);
+            if retryable {
+                if let Some(t) = self.throttle {
+                    t.on_failure();
+                }
+            }
+            if !retryable || outcome.committed || attempts >= max_attempts {
+                return outcome.result;
+            }
+            let delay = match outcome.pushback {
+                Some(Pushback::Stop) => return outcome.result,
+                Some(Pushback::Delay(d)) => {
+                    backoff_exp = 0;
+                    d
+                }
+                None => {
+                    let base = policy.initial_backoff.as_secs_f64()
+                        * policy.backoff_multiplier.powi(backoff_exp);
+                    backoff_exp = backoff_exp.saturating_add(1);
+                    backoff::jittered(
+                        Duration::from_secs_f64(base.min(policy.max_backoff.as_secs_f64())),
+                        0.2,
+                    )
+                }
+            };
+            if let Some(t) = self.throttle {
+                if !t.allows_retry() {
+                    self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    return outcome.result;
+                }
+            }
+            if let Some(d) = self.deadline {
+                if Instant::now() + delay >= d {
+                    return outcome.result;
+                }
+            }
+            tokio::time::sleep(delay).await;
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A6 hedging: up to maxAttempts copies, one every hedgingDelay, to distinct instances
+    /// where there are enough; the first OK wins and the rest are cancelled (dropped); a fatal
+    /// code ends the call.
+    pub async fn hedge(&self, policy: &HedgingPolicy, max_attempts: u32) -> CallResult {
+        let mut tried: Vec<u64> = Vec::new();
+        let mut running = FuturesUnordered::new();
+        let mut started = 0u32;
+        let mut last: Option<CallResult> = None;
+        let mut next_at = Some(Instant::now());
+        loop {
+            if let Some(at) = next_at {
+                if started < max_attempts && Instant::now() >= at {
+                    let throttled = started > 0 && self.throttle.is_some_and(|t| !t.allows_retry());
+                    if throttled {
+                        self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                        next_at = None;
+                    } else {
+                        match self
+                            .balancer
+                            .pick(&tried, self.wait_for_ready, self.deadline)
+                            .await
+                        {
+                            Ok(sc) => {
+                                tried.push(sc.id);
+                                if started > 0 {
+                                    self.counters.hedges.fetch_add(1, Ordering::Relaxed);
+                                }
+                                running.push(self.run_attempt(sc, started));
+                                started += 1;
+                                next_at = (started < max_attempts)
+                                    .then(|| Instant::now() + policy.hedging_delay);
+                            }
+                            Err(status) if running.is_empty() => {
+                                return last.unwrap_or_else(|| CallResult::error(status))
+                            }
+                            Err(_) => next_at = None,
+                        }
+                    }
+                    continue;
+                }
+            }
+            if running.is_empty() {
+                return last.unwrap_or_else(|| {
+                    CallResult::error(Status::internal("hedging started no attempt"))
+                });
+            }
+            let done = match next_at {
+                Some(at) => tokio::select! {
+                    a = running.next() => a,
+                    _ = tokio::time::sleep_until(at) => continue,
+                },
+                None => running.next().await,
+            };
+            let Some(a) = done else { continue };
+            let code = a.result.status.code;
+            if code == Code::Ok {
+                if let Some(t) = self.throttle {
+                    t.on_success();
+                }
+                return a.result;
+            }
+            let non_fatal = policy.non_fatal_status_codes.contains(&code);
+            if non_fatal {
+                if let Some(t) = self.throttle {
+                    t.on_failure();
+                }
+            }
+            if !non_fatal && !a.transparent {
+                return a.result;
+            }
+            match a.pushback {
+                Some(Pushback::Stop) => next_at = None,
+                Some(Pushback::Delay(d)) => {
+                    next_at = (started < max_attempts).then(|| Instant::now() + d)
+                }
+                // A6: a non-fatal failure sends the next hedge at once.
+                None => next_at = (started < max_attempts).then(Instant::now),
+            }
+            last = Some(a.result);
+        }
+    }
+}
+
+struct InFlight<'a>(&'a Subchannel);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
