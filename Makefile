@@ -1,0 +1,61 @@
+# grpc-failover: `make demo` runs the failover demo, `make test` runs every test.
+# Both install what is missing first (make deps).
+
+SHELL := /bin/bash
+PREFIX ?= /usr/local
+CARGO ?= cargo
+export CARGO_TERM_COLOR := never
+LIB_DIR := $(CURDIR)/target/release
+export GF_LIBRARY := $(LIB_DIR)/libgrpc_failover.so
+export GF_TESTSERVER := $(LIB_DIR)/gf-testserver
+export GF_INCLUDE := $(CURDIR)/include
+
+.PHONY: all deps build check-header test test-rust test-c test-python test-go demo bench install clean lint
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+build: deps
+	$(CARGO) build --release --lib --bins
+
+# The committed header must be what build.rs generates from the code.
+check-header: build
+	@git diff --exit-code -- include/grpc_failover.h || { echo "include/grpc_failover.h is stale: commit the regenerated header"; exit 1; }
+
+lint: build
+	$(CARGO) fmt --check
+	$(CARGO) clippy --release --all-targets -- -D warnings
+
+test: check-header test-rust test-c test-python test-go
+	@echo "all test suites passed"
+
+test-rust: build
+	$(CARGO) test --release -- --test-threads=2
+
+test-c: build
+	bash tests/c/run.sh
+
+test-python: build
+	bash bindings/python/run_tests.sh
+
+test-go: build
+	bash bindings/go/run_tests.sh
+
+demo: build
+	bash examples/demo.sh
+
+bench: build
+	bash bench/run.sh
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 644 target/release/libgrpc_failover.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 target/release/libgrpc_failover.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 include/grpc_failover.h $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)|' \
+	    grpc_failover.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/grpc_failover.pc
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,313 @@
+//! Test harness: real gf-testserver processes and real etcd processes on free loopback ports,
+//! started by the tests and stopped by PID.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use grpc_failover::{CallOptions, Client, Options};
+
+pub fn testserver_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gf-testserver")
+}
+
+/// A gf-testserver child process.
+pub struct TestServer {
+    pub addr: String,
+    pub name: String,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl TestServer {
+    /// Starts `gf-testserver --name NAME --listen 127.0.0.1:0 ARGS...` and waits for its
+    /// `listening <addr>` line.
+    pub fn start(name: &str, args: &[&str]) -> TestServer {
+        Self::start_on(name, "127.0.0.1:0", args)
+    }
+
+    pub fn start_on(name: &str, listen: &str, args: &[&str]) -> TestServer {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, addr) = spawn_server(name, listen, &args);
+        TestServer { addr, name: name.to_string(), args, child: Some(child) }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL: the process dies without deregistering.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the server deregisters first when it registered itself.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), libc::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same address with the same flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The port can stay busy for a moment after the old process is gone.
+            if TcpListener::bind(&self.addr).is_ok() || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (child, addr) = spawn_server(&self.name, &self.addr, &self.args);
+        assert_eq!(addr, self.addr);
+        self.child = Some(child);
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_server(name: &str, listen: &str, args: &[String]) -> (Child, String) {
+    let mut child = Command::new(testserver_bin())
+        .args(["--name", name, "--listen", listen])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start gf-testserver");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let first = lines.next().expect("gf-testserver printed nothing").expect("read stdout");
+    let addr = first.strip_prefix("listening ").unwrap_or_else(|| panic!("unexpected first line {first:?}")).to_string();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: sending a signal to a child process we started.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// An etcd member (or a single-node cluster) in a temporary data directory.
+pub struct Etcd {
+    pub client_url: String,
+    pub endpoint: String,
+    pub name: String,
+    peer_url: String,
+    cluster: String,
+    state: &'static str,
+    dir: tempfile::TempDir,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Etcd {
+    /// A single-node etcd on free loopback ports.
+    pub fn start() -> Etcd {
+        let mut c = Self::cluster(1);
+        c.pop().expect("one member")
+    }
+
+    /// A cluster of `n` members on loopback, all started and healthy.
+    pub fn cluster(n: usize) -> Vec<Etcd> {
+        let members: Vec<(String, u16, u16)> = (0..n).map(|i| (format!("m{i}"), free_port(), free_port())).collect();
+        let cluster = members
+            .iter()
+            .map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut out: Vec<Etcd> = members
+            .into_iter()
+            .map(|(name, client, peer)| Etcd {
+                client_url: format!("http://127.0.0.1:{client}"),
+                endpoint: format!("127.0.0.1:{client}"),
+                name,
+                peer_url: format!("http://127.0.0.1:{peer}"),
+                cluster: cluster.clone(),
+                state: "new",
+                dir: tempfile::tempdir().expect("tempdir"),
+                extra: Vec::new(),
+                child: None,
+            })
+            .collect();
+        for m in out.iter_mut() {
+            m.spawn();
+        }
+        for m in out.iter() {
+            m.wait_healthy(Duration::from_secs(30));
+        }
+        out
+    }
+
+    fn spawn(&mut self) {
+        let data = self.dir.path().join("data");
+        let child = Command::new("etcd")
+            .args(["--name", &self.name])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen-client-urls", &self.client_url, "--advertise-client-urls", &self.client_url])
+            .args(["--listen-peer-urls", &self.peer_url, "--initial-advertise-peer-urls", &self.peer_url])
+            .args(["--initial-cluster", &self.cluster, "--initial-cluster-state", self.state])
+            .args(["--initial-cluster-token", "gf-test"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd (is etcd-server installed? run `make deps`)");
+        self.child = Some(child);
+        self.state = "existing";
+    }
+
+    pub fn wait_healthy(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.ctl(&["endpoint", "health"]).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("etcd {} did not become healthy", self.endpoint);
+    }
+
+    /// Runs etcdctl against this member; Ok(stdout) when it exits 0.
+    pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.endpoint, "--dial-timeout", "2s", "--command-timeout", "3s"])
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    }
+
+    pub fn put(&self, key: &str, value: &str) {
+        self.ctl(&["put", key, value]).unwrap_or_else(|e| panic!("etcdctl put {key}: {e}"));
+    }
+
+    pub fn delete(&self, key: &str) {
+        self.ctl(&["del", key]).unwrap_or_else(|e| panic!("etcdctl del {key}: {e}"));
+    }
+
+    /// Keys under a prefix.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        self.ctl(&["get", "--prefix", "--keys-only", prefix])
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        let out = self.ctl(&["get", "--print-value-only", key]).ok()?;
+        let v = out.trim_end_matches('\n');
+        (!v.is_empty()).then(|| v.to_string())
+    }
+
+    /// A Go-format instance record.
+    pub fn put_instance(&self, prefix: &str, addr: &str, weight: f64) {
+        self.put(&format!("{prefix}/{addr}"), &format!("{{\"Op\":0,\"Addr\":\"{addr}\",\"Metadata\":{{\"weight\":{weight}}}}}"));
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the member again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        self.wait_healthy(Duration::from_secs(30));
+    }
+
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), libc::SIGSTOP);
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), libc::SIGCONT);
+        }
+    }
+
+    pub fn options_json(endpoints: &[&Etcd], service_config: &str) -> String {
+        let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{}\"", e.endpoint)).collect();
+        format!(
+            "{{\"etcd\": {{\"endpoints\": [{}], \"dial_timeout_ms\": 1000}}, \"service_config\": {service_config}, \"connect_backoff\": {{\"base_delay_ms\": 100, \"max_delay_ms\": 1000}}}}",
+            eps.join(",")
+        )
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.resume();
+        self.kill();
+    }
+}
+
+/// Options from JSON, panicking on error.
+pub fn options(json: &str) -> Options {
+    Options::from_json(Some(json)).unwrap_or_else(|e| panic!("options: {e}"))
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    grpc_failover::runtime::handle().block_on(f)
+}
+
+/// Calls `/test.Svc/Whoami` and returns the server name, or the error.
+pub fn whoami(c: &Client, timeout_ms: u64) -> Result<String, grpc_failover::Status> {
+    let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
+    let opts = CallOptions { timeout, ..Default::default() };
+    block_on(c.invoke("/test.Svc/Whoami", bytes::Bytes::new(), &opts)).map(|b| String::from_utf8_lossy(&b).to_string())
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Counts Whoami answers per server name over `n` calls (errors counted under "error").
+pub fn spread(c: &Client, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let who = whoami(c, 2000).unwrap_or_else(|_| "error".to_string());
+        *counts.entry(who).or_insert(0) += 1;
+    }
+    counts
+}
