@@ -12,7 +12,10 @@ use grpc_failover::{CallOptions, Client, Code};
 fn echo_whoami_and_status_pass_through() {
     let a = TestServer::start("a", &[]);
     let c = Client::connect(&format!("static:///{}", a.addr), options("{}")).unwrap();
-    let opts = CallOptions { timeout: Some(Duration::from_secs(5)), ..Default::default() };
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
     for size in [0usize, 1, 1 << 20] {
         let req = Bytes::from(vec![7u8; size]);
         let got = block_on(c.invoke("/test.Svc/Echo", req.clone(), &opts)).unwrap();
@@ -40,17 +43,29 @@ fn deadline_against_a_slow_server_is_deadline_exceeded() {
     let started = std::time::Instant::now();
     let err = whoami(&c, 200).unwrap_err();
     assert_eq!(err.code, Code::DeadlineExceeded, "{err}");
-    assert!(started.elapsed() < Duration::from_millis(1900), "the call outlived its deadline");
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "the call outlived its deadline"
+    );
 }
 
 #[test]
 fn no_reachable_instance_fails_fast_naming_the_addresses() {
     let p1 = free_port();
     let p2 = free_port();
-    let c = Client::connect(&format!("static:///127.0.0.1:{p1},127.0.0.1:{p2}"), options("{}")).unwrap();
+    let c = Client::connect(
+        &format!("static:///127.0.0.1:{p1},127.0.0.1:{p2}"),
+        options("{}"),
+    )
+    .unwrap();
     let err = whoami(&c, 10_000).unwrap_err();
     assert_eq!(err.code, Code::Unavailable);
-    assert!(err.message.contains(&format!("127.0.0.1:{p1}")) && err.message.contains(&format!("127.0.0.1:{p2}")), "{}", err.message);
+    assert!(
+        err.message.contains(&format!("127.0.0.1:{p1}"))
+            && err.message.contains(&format!("127.0.0.1:{p2}")),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
@@ -61,7 +76,10 @@ fn pick_first_sticks_to_the_first_and_fails_over() {
     let counts = spread(&c, 20);
     assert_eq!(counts.get("a"), Some(&20), "{counts:?}");
     a.kill();
-    assert!(eventually(Duration::from_secs(5), || whoami(&c, 1000).ok().as_deref() == Some("b")));
+    assert!(eventually(Duration::from_secs(5), || whoami(&c, 1000)
+        .ok()
+        .as_deref()
+        == Some("b")));
     let counts = spread(&c, 20);
     assert_eq!(counts.get("b"), Some(&20), "{counts:?}");
 }

@@ -260,8 +260,11 @@ impl Inner {
             let r = self.resolver.lock().expect("resolver lock");
             (r.resolved, r.error.clone())
         };
-        let ready: Vec<Arc<Subchannel>> =
-            subs.iter().filter(|s| s.pickable(now)).cloned().collect();
+        let ready = if self.policy == Policy::PickFirst {
+            pick_first_order(&subs, now)
+        } else {
+            subs.iter().filter(|s| s.pickable(now)).cloned().collect()
+        };
         let empty = if !resolved {
             Empty::Unresolved(resolver_error)
         } else if subs.is_empty() {
@@ -303,6 +306,24 @@ impl Inner {
         )));
         self.changed.send_modify(|v| *v += 1);
     }
+}
+
+/// pick_first uses the first address that connects: an address still on its first connection
+/// attempt holds back the ones after it. The ready ones after the first stay listed so retries
+/// can move on to them.
+fn pick_first_order(subs: &[Arc<Subchannel>], now: u64) -> Vec<Arc<Subchannel>> {
+    let mut out = Vec::new();
+    for s in subs {
+        if s.pickable(now) {
+            out.push(s.clone());
+        } else if out.is_empty()
+            && matches!(s.state(), State::Idle | State::Connecting)
+            && !s.failed_since_ready()
+        {
+            return Vec::new();
+        }
+    }
+    out
 }
 
 struct Sink(Weak<Inner>);

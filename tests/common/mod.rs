@@ -32,7 +32,12 @@ impl TestServer {
     pub fn start_on(name: &str, listen: &str, args: &[&str]) -> TestServer {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let (child, addr) = spawn_server(name, listen, &args);
-        TestServer { addr, name: name.to_string(), args, child: Some(child) }
+        TestServer {
+            addr,
+            name: name.to_string(),
+            args,
+            child: Some(child),
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -88,8 +93,14 @@ fn spawn_server(name: &str, listen: &str, args: &[String]) -> (Child, String) {
         .expect("start gf-testserver");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let first = lines.next().expect("gf-testserver printed nothing").expect("read stdout");
-    let addr = first.strip_prefix("listening ").unwrap_or_else(|| panic!("unexpected first line {first:?}")).to_string();
+    let first = lines
+        .next()
+        .expect("gf-testserver printed nothing")
+        .expect("read stdout");
+    let addr = first
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (child, addr)
@@ -101,7 +112,11 @@ pub fn signal(pid: u32, sig: i32) {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// An etcd member (or a single-node cluster) in a temporary data directory.
@@ -126,7 +141,9 @@ impl Etcd {
 
     /// A cluster of `n` members on loopback, all started and healthy.
     pub fn cluster(n: usize) -> Vec<Etcd> {
-        let members: Vec<(String, u16, u16)> = (0..n).map(|i| (format!("m{i}"), free_port(), free_port())).collect();
+        let members: Vec<(String, u16, u16)> = (0..n)
+            .map(|i| (format!("m{i}"), free_port(), free_port()))
+            .collect();
         let cluster = members
             .iter()
             .map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}"))
@@ -161,9 +178,24 @@ impl Etcd {
             .args(["--name", &self.name])
             .arg("--data-dir")
             .arg(&data)
-            .args(["--listen-client-urls", &self.client_url, "--advertise-client-urls", &self.client_url])
-            .args(["--listen-peer-urls", &self.peer_url, "--initial-advertise-peer-urls", &self.peer_url])
-            .args(["--initial-cluster", &self.cluster, "--initial-cluster-state", self.state])
+            .args([
+                "--listen-client-urls",
+                &self.client_url,
+                "--advertise-client-urls",
+                &self.client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &self.peer_url,
+                "--initial-advertise-peer-urls",
+                &self.peer_url,
+            ])
+            .args([
+                "--initial-cluster",
+                &self.cluster,
+                "--initial-cluster-state",
+                self.state,
+            ])
             .args(["--initial-cluster-token", "gf-test"])
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(&self.extra)
@@ -190,7 +222,14 @@ impl Etcd {
     pub fn ctl(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.endpoint, "--dial-timeout", "2s", "--command-timeout", "3s"])
+            .args([
+                "--endpoints",
+                &self.endpoint,
+                "--dial-timeout",
+                "2s",
+                "--command-timeout",
+                "3s",
+            ])
             .args(args)
             .output()
             .map_err(|e| e.to_string())?;
@@ -202,11 +241,13 @@ impl Etcd {
     }
 
     pub fn put(&self, key: &str, value: &str) {
-        self.ctl(&["put", key, value]).unwrap_or_else(|e| panic!("etcdctl put {key}: {e}"));
+        self.ctl(&["put", key, value])
+            .unwrap_or_else(|e| panic!("etcdctl put {key}: {e}"));
     }
 
     pub fn delete(&self, key: &str) {
-        self.ctl(&["del", key]).unwrap_or_else(|e| panic!("etcdctl del {key}: {e}"));
+        self.ctl(&["del", key])
+            .unwrap_or_else(|e| panic!("etcdctl del {key}: {e}"));
     }
 
     /// Keys under a prefix.
@@ -227,7 +268,10 @@ impl Etcd {
 
     /// A Go-format instance record.
     pub fn put_instance(&self, prefix: &str, addr: &str, weight: f64) {
-        self.put(&format!("{prefix}/{addr}"), &format!("{{\"Op\":0,\"Addr\":\"{addr}\",\"Metadata\":{{\"weight\":{weight}}}}}"));
+        self.put(
+            &format!("{prefix}/{addr}"),
+            &format!("{{\"Op\":0,\"Addr\":\"{addr}\",\"Metadata\":{{\"weight\":{weight}}}}}"),
+        );
     }
 
     pub fn kill(&mut self) {
@@ -257,7 +301,10 @@ impl Etcd {
     }
 
     pub fn options_json(endpoints: &[&Etcd], service_config: &str) -> String {
-        let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{}\"", e.endpoint)).collect();
+        let eps: Vec<String> = endpoints
+            .iter()
+            .map(|e| format!("\"{}\"", e.endpoint))
+            .collect();
         format!(
             "{{\"etcd\": {{\"endpoints\": [{}], \"dial_timeout_ms\": 1000}}, \"service_config\": {service_config}, \"connect_backoff\": {{\"base_delay_ms\": 100, \"max_delay_ms\": 1000}}}}",
             eps.join(",")
@@ -284,8 +331,12 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// Calls `/test.Svc/Whoami` and returns the server name, or the error.
 pub fn whoami(c: &Client, timeout_ms: u64) -> Result<String, grpc_failover::Status> {
     let timeout = (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms));
-    let opts = CallOptions { timeout, ..Default::default() };
-    block_on(c.invoke("/test.Svc/Whoami", bytes::Bytes::new(), &opts)).map(|b| String::from_utf8_lossy(&b).to_string())
+    let opts = CallOptions {
+        timeout,
+        ..Default::default()
+    };
+    block_on(c.invoke("/test.Svc/Whoami", bytes::Bytes::new(), &opts))
+        .map(|b| String::from_utf8_lossy(&b).to_string())
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
