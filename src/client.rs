@@ -40,6 +40,7 @@ impl Client {
     /// Creates a client and starts resolving `target` in the background. Never blocks on the
     /// network: an unreachable etcd shows up in the calls' errors, not here.
     pub fn connect(target: &str, options: Options) -> Result<Client, Status> {
+        crate::logging::init();
         let parsed = Target::parse(target)?;
         let lb = options.service_config.lb_config();
         let connect = ConnectConfig {

@@ -42,6 +42,15 @@ pub async fn connect(opts: &EtcdOptions) -> Result<Client, String> {
     }
 }
 
+/// What the resolver knows between watch cycles: the instance set and the revision it reflects.
+#[derive(Default)]
+struct Known {
+    instances: BTreeMap<Vec<u8>, Endpoint>,
+    /// The last revision seen; a new watch resumes at revision + 1 instead of re-listing, so
+    /// nothing that happened while the watch was down is lost. None forces a fresh list.
+    revision: Option<i64>,
+}
+
 /// Follows `<prefix>/` in etcd until `stop` is cancelled, feeding every change to `sink`.
 pub async fn watch_prefix(
     opts: EtcdOptions,
@@ -52,14 +61,24 @@ pub async fn watch_prefix(
     let key_prefix = format!("{prefix}/");
     let mut backoff = Backoff::new(Duration::from_millis(100), 1.6, 0.2, Duration::from_secs(5));
     let mut client: Option<Client> = None;
+    let mut known = Known::default();
     loop {
         let result = tokio::select! {
             _ = stop.cancelled() => return,
-            r = follow_once(&opts, &key_prefix, &mut client, &*sink, &mut backoff) => r,
+            r = follow_once(&opts, &key_prefix, &mut client, &mut known, &*sink, &mut backoff) => r,
         };
-        if let Err(e) = result {
-            log::warn!("etcd resolver for {prefix:?}: {e}; retrying");
-            sink.error(e);
+        match result {
+            // The watch start revision was compacted away: list again right away.
+            Err(WatchEnd::Compacted(why)) => {
+                log::info!("etcd resolver for {prefix:?}: {why}; listing again");
+                known.revision = None;
+                continue;
+            }
+            Err(WatchEnd::Failed(e)) => {
+                log::warn!("etcd resolver for {prefix:?}: {e}; retrying");
+                sink.error(e);
+            }
+            Ok(()) => {}
         }
         let delay = backoff.next_delay();
         tokio::select! {
@@ -69,73 +88,100 @@ pub async fn watch_prefix(
     }
 }
 
-/// One list-then-watch cycle. Returns when the watch ends, with the reason as the error.
+enum WatchEnd {
+    Compacted(String),
+    Failed(String),
+}
+
+impl From<String> for WatchEnd {
+    fn from(e: String) -> Self {
+        WatchEnd::Failed(e)
+    }
+}
+
+/// One (list-then-)watch cycle. Returns when the watch ends, with the reason as the error.
 async fn follow_once(
     opts: &EtcdOptions,
     key_prefix: &str,
     client: &mut Option<Client>,
+    known: &mut Known,
     sink: &dyn ResolverSink,
     backoff: &mut Backoff,
-) -> Result<(), String> {
+) -> Result<(), WatchEnd> {
     if client.is_none() {
         *client = Some(connect(opts).await?);
     }
     let c = client.as_mut().expect("connected above");
     let request_timeout = opts.dial_timeout.max(Duration::from_secs(1));
-    let list = tokio::time::timeout(
-        request_timeout,
-        c.get(key_prefix, Some(GetOptions::new().with_prefix())),
-    );
-    let resp = match list.await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => return Err(format!("etcd get {key_prefix:?}: {e}")),
-        Err(_) => {
-            return Err(format!(
-                "etcd get {key_prefix:?}: no answer within {} ms",
-                request_timeout.as_millis()
-            ))
+    let revision = match known.revision {
+        Some(r) => r,
+        None => {
+            let list = tokio::time::timeout(
+                request_timeout,
+                c.get(key_prefix, Some(GetOptions::new().with_prefix())),
+            );
+            let resp = match list.await {
+                Ok(Ok(resp)) => resp,
+                Ok(Err(e)) => return Err(format!("etcd get {key_prefix:?}: {e}").into()),
+                Err(_) => {
+                    return Err(format!(
+                        "etcd get {key_prefix:?}: no answer within {} ms",
+                        request_timeout.as_millis()
+                    )
+                    .into())
+                }
+            };
+            known.instances.clear();
+            for kv in resp.kvs() {
+                if let Some(e) = decode(kv.key(), kv.value()) {
+                    known.instances.insert(kv.key().to_vec(), e);
+                }
+            }
+            let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            known.revision = Some(revision);
+            sink.update(dedup(&known.instances));
+            revision
         }
     };
-    let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-    let mut instances: BTreeMap<Vec<u8>, Endpoint> = BTreeMap::new();
-    for kv in resp.kvs() {
-        if let Some(e) = decode(kv.key(), kv.value()) {
-            instances.insert(kv.key().to_vec(), e);
-        }
-    }
-    sink.update(dedup(&instances));
 
     let watch_opts = WatchOptions::new()
         .with_prefix()
-        .with_start_revision(revision + 1);
+        .with_start_revision(revision + 1)
+        .with_progress_notify();
     let mut stream =
         match tokio::time::timeout(request_timeout, c.watch(key_prefix, Some(watch_opts))).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(format!("etcd watch {key_prefix:?}: {e}")),
+            Ok(Err(e)) => return Err(format!("etcd watch {key_prefix:?}: {e}").into()),
             Err(_) => {
                 return Err(format!(
                     "etcd watch {key_prefix:?}: no answer within {} ms",
                     request_timeout.as_millis()
-                ))
+                )
+                .into())
             }
         };
     loop {
         let msg = match stream.message().await {
             Ok(Some(msg)) => msg,
-            Ok(None) => return Err(format!("etcd watch {key_prefix:?}: stream ended")),
-            Err(e) => return Err(format!("etcd watch {key_prefix:?}: {e}")),
+            Ok(None) => return Err(format!("etcd watch {key_prefix:?}: stream ended").into()),
+            Err(e) => return Err(format!("etcd watch {key_prefix:?}: {e}").into()),
         };
-        if msg.canceled() {
-            let why = if msg.compact_revision() > 0 {
-                format!("compacted at revision {}", msg.compact_revision())
-            } else {
-                msg.cancel_reason().to_string()
-            };
-            return Err(format!("etcd watch {key_prefix:?} cancelled: {why}"));
+        if msg.compact_revision() > 0 {
+            return Err(WatchEnd::Compacted(format!(
+                "etcd watch {key_prefix:?} from revision {} was compacted (compact revision {})",
+                known.revision.unwrap_or(0) + 1,
+                msg.compact_revision()
+            )));
         }
-        if msg.created() && msg.events().is_empty() {
+        if msg.canceled() {
+            return Err(format!(
+                "etcd watch {key_prefix:?} cancelled: {}",
+                msg.cancel_reason()
+            )
+            .into());
+        }
+        if msg.created() {
             backoff.reset();
-            continue;
         }
         let mut changed = false;
         for event in msg.events() {
@@ -143,16 +189,26 @@ async fn follow_once(
             match event.event_type() {
                 EventType::Put => match decode(kv.key(), kv.value()) {
                     Some(e) => {
-                        changed |=
-                            instances.insert(kv.key().to_vec(), e.clone()).as_ref() != Some(&e)
+                        changed |= known
+                            .instances
+                            .insert(kv.key().to_vec(), e.clone())
+                            .as_ref()
+                            != Some(&e)
                     }
-                    None => changed |= instances.remove(kv.key()).is_some(),
+                    None => changed |= known.instances.remove(kv.key()).is_some(),
                 },
-                EventType::Delete => changed |= instances.remove(kv.key()).is_some(),
+                EventType::Delete => changed |= known.instances.remove(kv.key()).is_some(),
+            }
+            known.revision = Some(known.revision.unwrap_or(0).max(kv.mod_revision()));
+        }
+        if let Some(h) = msg.header() {
+            // Progress notifications and events both move the watch's revision forward.
+            if msg.events().is_empty() && !msg.created() {
+                known.revision = Some(known.revision.unwrap_or(0).max(h.revision()));
             }
         }
-        if changed {
-            sink.update(dedup(&instances));
+        if changed || msg.created() {
+            sink.update(dedup(&known.instances));
         }
     }
 }

@@ -240,14 +240,25 @@ impl Etcd {
         }
     }
 
+    /// etcdctl, retried for a while: a cluster may be electing a leader right after a member
+    /// was killed or resumed.
+    pub fn ctl_retry(&self, args: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.ctl(args) {
+                Ok(out) => return out,
+                Err(e) if Instant::now() > deadline => panic!("etcdctl {args:?}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
     pub fn put(&self, key: &str, value: &str) {
-        self.ctl(&["put", key, value])
-            .unwrap_or_else(|e| panic!("etcdctl put {key}: {e}"));
+        self.ctl_retry(&["put", key, value]);
     }
 
     pub fn delete(&self, key: &str) {
-        self.ctl(&["del", key])
-            .unwrap_or_else(|e| panic!("etcdctl del {key}: {e}"));
+        self.ctl_retry(&["del", key]);
     }
 
     /// Keys under a prefix.
