@@ -366,3 +366,20 @@ fn h2_reason(e: &hyper::Error) -> Option<h2::Reason> {
     }
     None
 }
+
+/// Opens a server-streaming call on a connection (used by health checking).
+pub(crate) async fn server_stream(
+    sender: Sender,
+    origin: http::Uri,
+    path: &'static str,
+    request: Bytes,
+) -> Result<tonic::Streaming<Bytes>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::with_origin(Conn(sender), origin);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = PathAndQuery::from_static(path);
+    grpc.server_streaming(tonic::Request::new(request), path, RawCodec)
+        .await
+        .map(|r| r.into_inner())
+}

@@ -11,9 +11,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::balancer::subchannel::{ConnectConfig, Subchannel};
-use crate::balancer::Balancer;
+use crate::balancer::{outlier, Balancer};
 use crate::call::{CallOptions, CallResult};
-use crate::config::{CallPolicy, Options};
+use crate::config::{CallPolicy, Options, Policy};
 use crate::resolver::{self, Endpoint};
 use crate::retry::throttle::Throttle;
 use crate::retry::{CallContext, CallCounters};
@@ -48,6 +48,12 @@ impl Client {
             min_connect_timeout: options.connect_timeout,
             keepalive_time: options.keepalive_time,
             keepalive_timeout: options.keepalive_timeout,
+            // gRFC A17: pick_first does not health-check; the other policies do.
+            health_service: options
+                .service_config
+                .health_check_service
+                .clone()
+                .filter(|_| lb.policy != Policy::PickFirst),
         };
         let described = match &parsed {
             Target::Etcd { prefix } => prefix.clone(),
@@ -66,6 +72,9 @@ impl Client {
             .map(Throttle::new);
         let closed = CancellationToken::new();
         let sink = balancer.sink();
+        if let Some(od) = lb.outlier_detection.clone() {
+            runtime::handle().spawn(outlier::run(balancer.clone(), od, closed.clone()));
+        }
         let _enter = runtime::handle().enter();
         match parsed {
             Target::Static { addrs } => sink.update(addrs.into_iter().map(Endpoint::new).collect()),
@@ -167,7 +176,7 @@ impl Client {
             .wait_for_ready
             .or(mc.and_then(|m| m.wait_for_ready))
             .unwrap_or(false);
-        let on_attempt = |_: &Subchannel, _: &CallResult| {};
+        let on_attempt = |sc: &Subchannel, r: &CallResult| outlier::record(sc, r);
         let ctx = CallContext {
             balancer: &inner.balancer,
             path: &path,
@@ -269,5 +278,13 @@ mod tests {
         ] {
             assert!(split_method(bad).is_err(), "{bad:?}");
         }
+    }
+}
+
+impl Drop for Inner {
+    /// The last clone is gone: stop the resolver, the timers and the connections.
+    fn drop(&mut self) {
+        self.closed.cancel();
+        self.balancer.close();
     }
 }

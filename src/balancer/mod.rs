@@ -1,6 +1,8 @@
 //! The balancer owns one subchannel per instance, follows the resolver's instance sets, and
 //! rebuilds the picker whenever an instance's state, weight or health changes.
 
+pub mod health;
+pub mod outlier;
 pub mod picker;
 pub mod subchannel;
 
@@ -18,6 +20,7 @@ use crate::status::Status;
 use picker::{Empty, Pick, Picker};
 use subchannel::{ConnectConfig, State, Subchannel};
 
+#[derive(Clone)]
 pub struct Balancer {
     inner: Arc<Inner>,
 }

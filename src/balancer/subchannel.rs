@@ -59,6 +59,8 @@ pub struct ConnectConfig {
     pub min_connect_timeout: Duration,
     pub keepalive_time: Option<Duration>,
     pub keepalive_timeout: Duration,
+    /// gRFC A17 health checking: the service name to watch, when enabled.
+    pub health_service: Option<String>,
 }
 
 /// Per-instance counters, readable at any time for stats and outlier detection.
@@ -85,15 +87,21 @@ pub struct Subchannel {
     metadata: ArcSwap<Value>,
     pub counters: Counters,
     last_error: Mutex<Option<String>>,
-    /// Active health (gRFC A17): false while the health service says anything but SERVING.
-    healthy: AtomicBool,
+    /// Active health (gRFC A17): HEALTH_SERVING, or HEALTH_PENDING until the first answer of a
+    /// new connection, or HEALTH_NOT_SERVING.
+    health: AtomicU8,
     /// Outlier ejection (gRFC A50): unix millis until which the instance is ejected; 0 = not.
     pub ejected_until_ms: AtomicU64,
     pub ejection_count: AtomicU32,
+    pub ejection_multiplier: AtomicU32,
     shutdown: CancellationToken,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+const HEALTH_SERVING: u8 = 0;
+const HEALTH_PENDING: u8 = 1;
+const HEALTH_NOT_SERVING: u8 = 2;
 
 impl Subchannel {
     pub fn new(addr: &str, weight: f64, metadata: Value) -> Result<Arc<Subchannel>, String> {
@@ -111,9 +119,10 @@ impl Subchannel {
             metadata: ArcSwap::from_pointee(metadata),
             counters: Counters::default(),
             last_error: Mutex::new(None),
-            healthy: AtomicBool::new(true),
+            health: AtomicU8::new(HEALTH_SERVING),
             ejected_until_ms: AtomicU64::new(0),
             ejection_count: AtomicU32::new(0),
+            ejection_multiplier: AtomicU32::new(0),
             shutdown: CancellationToken::new(),
         }))
     }
@@ -141,12 +150,22 @@ impl Subchannel {
     }
 
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.health.load(Ordering::Acquire) == HEALTH_SERVING
+    }
+
+    /// Connected, and waiting for the first health-check answer.
+    pub fn health_pending(&self) -> bool {
+        self.health.load(Ordering::Acquire) == HEALTH_PENDING
     }
 
     /// Returns true when the health state changed.
     pub fn set_healthy(&self, healthy: bool) -> bool {
-        self.healthy.swap(healthy, Ordering::AcqRel) != healthy
+        let v = if healthy {
+            HEALTH_SERVING
+        } else {
+            HEALTH_NOT_SERVING
+        };
+        self.health.swap(v, Ordering::AcqRel) != v
     }
 
     pub fn ejected(&self, now_ms: u64) -> bool {
@@ -214,13 +233,26 @@ impl Subchannel {
             match result {
                 Ok((sender, closed)) => {
                     backoff.reset();
+                    let health = cfg.health_service.clone().map(|service| {
+                        self.health.store(HEALTH_PENDING, Ordering::Release);
+                        tokio::spawn(super::health::watch(
+                            self.clone(),
+                            sender.clone(),
+                            service,
+                            on_change.clone(),
+                        ))
+                    });
                     self.sender.store(Some(Arc::new(sender)));
                     self.failed_since_ready.store(false, Ordering::Release);
                     self.set_state(State::Ready, &*on_change);
                     let why = tokio::select! {
-                        _ = self.shutdown.cancelled() => return,
-                        why = closed => why.unwrap_or_else(|_| "connection task ended".to_string()),
+                        _ = self.shutdown.cancelled() => None,
+                        why = closed => Some(why.unwrap_or_else(|_| "connection task ended".to_string())),
                     };
+                    if let Some(task) = health {
+                        task.abort();
+                    }
+                    let Some(why) = why else { return };
                     self.sender.store(None);
                     self.set_last_error(format!("connection to {} closed: {why}", self.addr));
                     self.set_state(State::Idle, &*on_change);

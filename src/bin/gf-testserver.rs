@@ -8,7 +8,8 @@
 //!   `/gf.test.Control/SetServing` with body `SERVING` or `NOT_SERVING` flips the status.
 //!
 //! Flags: --listen 127.0.0.1:PORT (0 = pick; prints `listening <addr>` first), --name,
-//! --fail-rate F, --fail-code C, --delay-ms N, --pushback-ms N, and --etcd ENDPOINTS
+//! --fail-rate F, --fail-code C, --delay-ms N, --pushback-ms N, --no-health (no health
+//! service: UNIMPLEMENTED), and --etcd ENDPOINTS
 //! --prefix P --weight W --ttl S to register itself (deregistered on SIGTERM).
 
 use std::convert::Infallible;
@@ -43,13 +44,14 @@ struct Config {
     prefix: String,
     weight: f64,
     ttl: u32,
+    health: bool,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("gf-testserver: {msg}");
     eprintln!(
         "usage: gf-testserver [--listen 127.0.0.1:PORT] [--name NAME] [--fail-rate F] [--fail-code C] \
-         [--delay-ms N] [--pushback-ms N] [--etcd ENDPOINTS --prefix P [--weight W] [--ttl S]]"
+         [--delay-ms N] [--pushback-ms N] [--no-health] [--etcd ENDPOINTS --prefix P [--weight W] [--ttl S]]"
     );
     std::process::exit(2)
 }
@@ -66,6 +68,7 @@ fn parse_args() -> Config {
         prefix: String::new(),
         weight: 1.0,
         ttl: 5,
+        health: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -88,6 +91,7 @@ fn parse_args() -> Config {
             "--prefix" => c.prefix = value(),
             "--weight" => c.weight = num(&flag, value()),
             "--ttl" => c.ttl = num(&flag, value()),
+            "--no-health" => c.health = false,
             "-h" | "--help" => usage("help"),
             other => usage(&format!("unknown flag {other}")),
         }
@@ -202,6 +206,9 @@ impl Server {
         let path = req.uri().path().to_string();
         let mut grpc = tonic::server::Grpc::new(RawCodec);
         match path.as_str() {
+            p if p.starts_with("/grpc.health.v1.Health/") && !self.cfg.health => {
+                tonic::Status::unimplemented("gf-testserver: started with --no-health").into_http()
+            }
             "/grpc.health.v1.Health/Check" => {
                 let me = self.clone();
                 grpc.unary(

@@ -278,7 +278,10 @@ fn parse_outlier_detection(v: &Value, field: &str) -> Result<LbConfig> {
     let max_ejection_time =
         dur("maxEjectionTime", Duration::from_secs(300))?.max(base_ejection_time);
     if interval.is_zero() {
-        return Err(format!("{field}.interval: must be > 0"));
+        return Err(format!(
+            "{field}.interval: must be > 0, got {}",
+            obj["interval"]
+        ));
     }
     let max_ejection_percent = opt_u32(obj, "maxEjectionPercent", field)?.unwrap_or(10);
     if max_ejection_percent > 100 {
@@ -364,6 +367,12 @@ fn parse_throttling(v: &Value) -> Result<RetryThrottling> {
     }
     // A6: "tokenRatio ... will be parsed with up to 3 decimal places".
     let token_ratio = (token_ratio * 1000.0).trunc() / 1000.0;
+    if token_ratio <= 0.0 {
+        return Err(format!(
+            "{field}.tokenRatio: must be at least 0.001 (3 decimal places are used), got {}",
+            obj["tokenRatio"]
+        ));
+    }
     Ok(RetryThrottling {
         max_tokens,
         token_ratio,
@@ -419,12 +428,18 @@ fn parse_retry_policy(v: &Value, field: &str) -> Result<RetryPolicy> {
     let initial_backoff = opt_duration(obj, "initialBackoff", field)?
         .ok_or_else(|| format!("{field}.initialBackoff: required"))?;
     if initial_backoff.is_zero() {
-        return Err(format!("{field}.initialBackoff: must be > 0"));
+        return Err(format!(
+            "{field}.initialBackoff: must be > 0, got {}",
+            obj["initialBackoff"]
+        ));
     }
     let max_backoff = opt_duration(obj, "maxBackoff", field)?
         .ok_or_else(|| format!("{field}.maxBackoff: required"))?;
     if max_backoff.is_zero() {
-        return Err(format!("{field}.maxBackoff: must be > 0"));
+        return Err(format!(
+            "{field}.maxBackoff: must be > 0, got {}",
+            obj["maxBackoff"]
+        ));
     }
     let backoff_multiplier = req_f64(obj, "backoffMultiplier", field)?;
     if backoff_multiplier <= 0.0 {

@@ -243,11 +243,6 @@ fn outlier_detection_wraps_a_child_policy() {
             "maxEjectionPercent": 101, "childPolicy": [{"round_robin": {}}]}}]}),
         &["maxEjectionPercent", "101"],
     );
-    rejects(
-        json!({"loadBalancingConfig": [{"outlier_detection": {
-            "interval": "0s", "childPolicy": [{"round_robin": {}}]}}]}),
-        &["outlier_detection.interval", "0s"],
-    );
 }
 
 // ---- durations ------------------------------------------------------------------------------
@@ -321,7 +316,7 @@ fn invalid_durations_are_rejected_naming_field_and_value() {
 }
 
 #[test]
-fn zero_backoffs_are_rejected_naming_field_and_value() {
+fn zero_durations_are_rejected_naming_field_and_value() {
     rejects(
         retry_with("initialBackoff", Some(json!("0s"))),
         &["methodConfig[0].retryPolicy.initialBackoff", "0s"],
@@ -329,6 +324,11 @@ fn zero_backoffs_are_rejected_naming_field_and_value() {
     rejects(
         retry_with("maxBackoff", Some(json!("0.000s"))),
         &["methodConfig[0].retryPolicy.maxBackoff", "0.000s"],
+    );
+    rejects(
+        json!({"loadBalancingConfig": [{"outlier_detection": {
+            "interval": "0s", "childPolicy": [{"round_robin": {}}]}}]}),
+        &["outlier_detection.interval", "0s"],
     );
 }
 
@@ -705,6 +705,19 @@ fn retry_throttling_bounds() {
         json!({"retryThrottling": [10, 0.1]}),
         &["retryThrottling", "[10,0.1]"],
     );
+}
+
+#[test]
+fn token_ratio_that_truncates_to_zero_is_not_accepted_as_zero() {
+    // A6 keeps 3 decimals of tokenRatio; a ratio that truncates to 0 would let successes never
+    // refill the bucket, so once throttled a client would stay throttled for good.
+    match parse(json!({"retryThrottling": {"maxTokens": 10, "tokenRatio": 0.0004}})) {
+        Err(msg) => assert!(msg.contains("retryThrottling.tokenRatio"), "{msg}"),
+        Ok(sc) => {
+            let ratio = sc.retry_throttling.unwrap().token_ratio;
+            assert!(ratio > 0.0, "tokenRatio 0.0004 accepted as {ratio}");
+        }
+    }
 }
 
 // ---- unknown fields, strings, the options wrapper ----------------------------------------------
