@@ -41,3 +41,18 @@ pub fn handle() -> &'static Handle {
 pub fn on_runtime_thread() -> bool {
     Handle::try_current().is_ok()
 }
+
+/// Runs `fut` on the runtime and blocks the calling (non-runtime) thread until it finishes.
+/// The call's whole life (picker, attempts, the HTTP/2 exchange) then stays on the runtime's
+/// threads, and the caller is woken once, with the result.
+pub fn run_blocking<F>(fut: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    handle().spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.blocking_recv().expect("the runtime dropped a call")
+}

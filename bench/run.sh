@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# make bench: every comparison, measured in this run, then bench/results/latest.md and
+# bench/results/failover.png. Each part writes a markdown fragment to bench/results/parts/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+LIB=$ROOT/target/release
+PARTS=$ROOT/bench/results/parts
+mkdir -p "$PARTS"
+SECONDS_PER_ROW=${GF_BENCH_SECONDS:-3}
+
+cargo bench --bench core --no-run >/dev/null 2>&1 || cargo bench --bench core --no-run
+CORE=$(ls -t target/release/deps/core-* | grep -v '\.d$' | head -1)
+gcc -O2 -std=c11 -Wall -Wextra -I include bench/c/bench.c -L "$LIB" -lgrpc_failover -lpthread \
+    -Wl,-rpath,"$LIB" -o "$LIB/gf-cbench"
+
+pids=()
+cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+start_server() { # name [flags...] -> prints the address
+    local out
+    out=$(mktemp)
+    "$LIB/gf-testserver" --listen 127.0.0.1:0 --name "$@" >"$out" 2>/dev/null &
+    pids+=($!)
+    for _ in $(seq 100); do
+        if grep -q '^listening ' "$out"; then sed -n 's/^listening //p' "$out" | head -1; return; fi
+        sleep 0.05
+    done
+    echo "gf-testserver did not start" >&2; exit 1
+}
+
+echo "== C ABI vs tonic direct (64-byte Echo, one gf-testserver)"
+ADDR=$(start_server bench)
+{
+    echo "## C ABI vs tonic direct"
+    echo
+    echo "64-byte Echo against one gf-testserver on loopback, ${SECONDS_PER_ROW} s per row. C: \`gf_invoke\` from N threads on one client; tonic: \`tonic::client::Grpc\` over a \`tonic::transport::Channel\` with N concurrent tasks."
+    echo
+    echo "| concurrency | C ABI calls/s | C ABI p50 | C ABI p99 | tonic calls/s | tonic p50 | tonic p99 | ratio C/tonic |"
+    echo "|---|---|---|---|---|---|---|---|"
+    for n in 1 32; do
+        c=$("$LIB/gf-cbench" sync "static:///$ADDR" "$n" "$SECONDS_PER_ROW")
+        d=$("$CORE" direct "$ADDR" "$n" "$SECONDS_PER_ROW")
+        python3 - "$c" "$d" "$n" <<'PY'
+import json, sys
+c, d, n = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+print(f"| {n} | {c['calls_per_s']:.0f} | {c['p50_us']} µs | {c['p99_us']} µs | {d['calls_per_s']:.0f} | {d['p50_us']} µs | {d['p99_us']} µs | {c['calls_per_s']/d['calls_per_s']:.2f} |")
+PY
+    done
+} | tee "$PARTS/c_abi.md"
+
+echo "== async (256 in flight, one thread) vs sync (32 threads)"
+{
+    echo "## Async vs sync C calls"
+    echo
+    echo "| client | calls/s | p50 | p99 | errors |"
+    echo "|---|---|---|---|---|"
+    for spec in "async 256" "sync 32"; do
+        set -- $spec
+        r=$("$LIB/gf-cbench" "$1" "static:///$ADDR" "$2" "$SECONDS_PER_ROW")
+        python3 - "$r" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+label = "1 thread, 256 async calls in flight" if r["mode"] == "async" else "32 threads of sync calls"
+print(f"| {label} | {r['calls_per_s']:.0f} | {r['p50_us']} µs | {r['p99_us']} µs | {r['errors']} |")
+PY
+    done
+} | tee "$PARTS/async.md"
+
+echo "== pick cost"
+{
+    echo "## Pick cost (1,000 instances)"
+    echo
+    echo "| policy | threads | ns per pick (per thread) | picks/s (all threads) |"
+    echo "|---|---|---|---|"
+    for t in 1 2; do
+        r=$("$CORE" pick 1000 "$t" 2)
+        python3 - "$r" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+for name, p in r["policies"].items():
+    print(f"| {name} | {r['threads']} | {p['ns_per_pick_per_thread']:.1f} | {p['picks_per_s']:.3g} |")
+PY
+    done
+} | tee "$PARTS/pick.md"
+
+echo "== discovery latency"
+{
+    echo "## Discovery latency (etcd on loopback)"
+    echo
+    r=$("$CORE" discovery 10)
+    python3 - "$r" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+print("| event | median | max | target |")
+print("|---|---|---|---|")
+print(f"| etcd DELETE -> last call the instance receives | {r['delete_to_last_call']['median_ms']:.1f} ms | {r['delete_to_last_call']['max_ms']:.1f} ms | <= 50 ms |")
+print(f"| etcd PUT -> first call the new instance serves | {r['put_to_first_call']['median_ms']:.1f} ms | {r['put_to_first_call']['max_ms']:.1f} ms | <= 200 ms |")
+print(f"\n{r['rounds']} rounds, 4 caller threads calling Whoami in a loop.")
+PY
+} | tee "$PARTS/discovery.md"
+
+echo "== dead instance (reference retry policy)"
+{
+    echo "## One dead instance out of three (reference service config)"
+    echo
+    r=$("$CORE" dead "$SECONDS_PER_ROW")
+    python3 - "$r" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+h = r["healthy"]
+print("| scenario | calls/s | vs healthy | caller-visible errors | attempts per success | p99 |")
+print("|---|---|---|---|---|---|")
+for label, key in [("3 healthy instances", "healthy"), ("1 of 3 always UNAVAILABLE", "one_dead"), ("1 of 3 always UNAVAILABLE + outlier detection", "one_dead_outlier_detection")]:
+    x = r[key]
+    print(f"| {label} | {x['calls_per_s']:.0f} | {x['calls_per_s']/h['calls_per_s']:.2f} | {x['errors']} | {x['attempts_per_success']:.2f} | {x['p99_us']/1000:.1f} ms |")
+print("\n32 caller threads, 64-byte Echo on /UserService/Echo.")
+PY
+} | tee "$PARTS/dead.md"
+
+for part in python go; do
+    if [ -x "bench/$part/run.sh" ] || [ -f "bench/$part/run.sh" ]; then
+        echo "== $part"
+        bash "bench/$part/run.sh"
+    fi
+done
+
+# matplotlib for the plot, in a venv of its own.
+VENV=$ROOT/build/bench-venv
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -c 'import matplotlib' 2>/dev/null || "$VENV/bin/pip" install -q matplotlib
+"$VENV/bin/python" bench/report.py
