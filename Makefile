@@ -10,7 +10,7 @@ export GF_LIBRARY := $(LIB_DIR)/libgrpc_failover.so
 export GF_TESTSERVER := $(LIB_DIR)/gf-testserver
 export GF_INCLUDE := $(CURDIR)/include
 
-.PHONY: all deps build check-header test test-rust test-c test-python test-go demo bench install clean lint
+.PHONY: all deps build check-header test test-rust test-c test-chaos test-examples test-python test-go demo bench install clean lint
 
 all: build
 
@@ -28,7 +28,7 @@ lint: build
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-test: check-header test-rust test-c test-python test-go
+test: check-header test-rust test-c test-chaos test-examples test-python test-go
 	@echo "all test suites passed"
 
 test-rust: build
@@ -36,6 +36,13 @@ test-rust: build
 
 test-c: build
 	bash tests/c/run.sh
+
+test-chaos: build
+	bash tests/chaos/run.sh
+
+# The README's C and C++ snippets and the examples compile as written.
+test-examples: build
+	bash tests/examples.sh
 
 test-python: build
 	bash bindings/python/run_tests.sh
