@@ -28,7 +28,7 @@ lint: build
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-test: check-header test-rust test-c test-chaos test-examples test-python test-go
+test: check-header lint test-rust test-c test-chaos test-examples test-python test-go
 	@echo "all test suites passed"
 
 test-rust: build

@@ -171,6 +171,23 @@ pub async fn attempt(
                 pushback: None,
             };
         }
+        Err(status)
+            if status.code() == Code::OutOfRange
+                && status.message().contains("message length too large") =>
+        {
+            // tonic says OUT_OF_RANGE for a response over the decode limit; gRPC says
+            // RESOURCE_EXHAUSTED (maxResponseMessageBytes).
+            let st = Status::resource_exhausted(format!("{}: {}", sc.addr, status.message()));
+            return Attempt {
+                result: CallResult {
+                    headers,
+                    ..CallResult::error(st)
+                },
+                committed: true,
+                transparent: false,
+                pushback: None,
+            };
+        }
         Err(status) => return from_status(sc, status, headers, true),
     };
     match stream.trailers().await {

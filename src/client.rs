@@ -266,6 +266,14 @@ pub fn split_method(method: &str) -> Result<(&str, &str), Status> {
     Ok((service, name))
 }
 
+impl Drop for Inner {
+    /// The last clone is gone: stop the resolver, the timers and the connections.
+    fn drop(&mut self) {
+        self.closed.cancel();
+        self.balancer.close();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,13 +286,5 @@ mod tests {
         ] {
             assert!(split_method(bad).is_err(), "{bad:?}");
         }
-    }
-}
-
-impl Drop for Inner {
-    /// The last clone is gone: stop the resolver, the timers and the connections.
-    fn drop(&mut self) {
-        self.closed.cancel();
-        self.balancer.close();
     }
 }

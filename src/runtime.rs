@@ -42,17 +42,49 @@ pub fn on_runtime_thread() -> bool {
     Handle::try_current().is_ok()
 }
 
+/// Callers currently blocked in [`run_blocking`].
+static BLOCKED_CALLERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How long a lone blocked caller spins before it sleeps: a loopback call is answered in
+/// tens of microseconds, and a futex sleep plus wake costs about as much.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
 /// Runs `fut` on the runtime and blocks the calling (non-runtime) thread until it finishes.
 /// The call's whole life (picker, attempts, the HTTP/2 exchange) then stays on the runtime's
-/// threads, and the caller is woken once, with the result.
+/// threads, and the caller is woken once, with the result. While there are spare cores
+/// (fewer blocked callers than cores), the caller spins briefly first, which saves a thread
+/// wake-up on short calls.
 pub fn run_blocking<F>(fut: F) -> F::Output
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    use std::sync::atomic::Ordering;
+    use tokio::sync::oneshot::error::TryRecvError;
+
+    let (tx, mut rx) = tokio::sync::oneshot::channel();
     handle().spawn(async move {
         let _ = tx.send(fut.await);
     });
-    rx.blocking_recv().expect("the runtime dropped a call")
+    let blocked = BLOCKED_CALLERS.fetch_add(1, Ordering::Relaxed) + 1;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if blocked < cores {
+        let start = std::time::Instant::now();
+        loop {
+            match rx.try_recv() {
+                Ok(v) => {
+                    BLOCKED_CALLERS.fetch_sub(1, Ordering::Relaxed);
+                    return v;
+                }
+                Err(TryRecvError::Closed) => break,
+                Err(TryRecvError::Empty) if start.elapsed() > SPIN => break,
+                Err(TryRecvError::Empty) => std::hint::spin_loop(),
+            }
+        }
+    }
+    let out = rx.blocking_recv();
+    BLOCKED_CALLERS.fetch_sub(1, Ordering::Relaxed);
+    out.expect("the runtime dropped a call")
 }

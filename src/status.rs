@@ -110,7 +110,7 @@ mod tests {
         assert_eq!(parse_code(&"NOPE".into()), None);
         assert_eq!(parse_code(&serde_json::Value::Null), None);
         for i in 0..17 {
-            assert_eq!(code_name(Code::from_i32(i)).len() > 1, true);
+            assert!(code_name(Code::from_i32(i)).len() > 1);
         }
     }
 }

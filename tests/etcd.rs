@@ -143,7 +143,7 @@ fn sigkilled_server_disappears_when_its_lease_expires() {
     assert_eq!(
         value,
         format!(
-            r#"{{"Op":0,"Addr":"{}","Metadata":{{"weight":1.0}}}}"#,
+            r#"{{"Op":0,"Addr":"{}","Metadata":{{"weight":1}}}}"#,
             a.addr
         )
     );

@@ -3,13 +3,15 @@
 //!
 //! - `/<any.Service>/Echo` returns the request; `/<any.Service>/Whoami` returns `--name`;
 //!   any other method is UNIMPLEMENTED.
-//! - request metadata whose key starts with `x-echo-` comes back in the response trailers.
+//! - request metadata whose key starts with `x-echo-` comes back in the response trailers, and
+//!   so does `grpc-previous-rpc-attempts`, as `x-gf-previous-rpc-attempts`.
 //! - `grpc.health.v1.Health/Check` and `/Watch` (protobuf), for "" and any service name;
 //!   `/gf.test.Control/SetServing` with body `SERVING` or `NOT_SERVING` flips the status.
 //!
 //! Flags: --listen 127.0.0.1:PORT (0 = pick; prints `listening <addr>` first), --name,
 //! --fail-rate F, --fail-code C, --delay-ms N, --pushback-ms N, --no-health (no health
-//! service: UNIMPLEMENTED), and --etcd ENDPOINTS
+//! service: UNIMPLEMENTED), --fail-after-headers (injected failures come after the response
+//! headers, so the call is committed), and --etcd ENDPOINTS
 //! --prefix P --weight W --ttl S to register itself (deregistered on SIGTERM).
 
 use std::convert::Infallible;
@@ -21,7 +23,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::stream::{self, Stream};
+use futures_util::stream::{self, Stream, StreamExt};
 use grpc_failover::call::RawCodec;
 use grpc_failover::config::EtcdOptions;
 use grpc_failover::Registration;
@@ -45,13 +47,14 @@ struct Config {
     weight: f64,
     ttl: u32,
     health: bool,
+    fail_after_headers: bool,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("gf-testserver: {msg}");
     eprintln!(
         "usage: gf-testserver [--listen 127.0.0.1:PORT] [--name NAME] [--fail-rate F] [--fail-code C] \
-         [--delay-ms N] [--pushback-ms N] [--no-health] [--etcd ENDPOINTS --prefix P [--weight W] [--ttl S]]"
+         [--delay-ms N] [--pushback-ms N] [--no-health] [--fail-after-headers] [--etcd ENDPOINTS --prefix P [--weight W] [--ttl S]]"
     );
     std::process::exit(2)
 }
@@ -69,6 +72,7 @@ fn parse_args() -> Config {
         weight: 1.0,
         ttl: 5,
         health: true,
+        fail_after_headers: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -92,6 +96,7 @@ fn parse_args() -> Config {
             "--weight" => c.weight = num(&flag, value()),
             "--ttl" => c.ttl = num(&flag, value()),
             "--no-health" => c.health = false,
+            "--fail-after-headers" => c.fail_after_headers = true,
             "-h" | "--help" => usage("help"),
             other => usage(&format!("unknown flag {other}")),
         }
@@ -238,14 +243,31 @@ impl Server {
                 let echo = echo_metadata(req.headers());
                 let me = self.clone();
                 let trailers = echo.clone();
-                let resp = grpc
-                    .unary(
+                let resp = if self.cfg.fail_after_headers {
+                    // Headers go out first, the outcome follows in the trailers: committed.
+                    grpc.server_streaming(
+                        Handler(move |r: Request<Bytes>| {
+                            let (me, method, echo) = (me.clone(), method.clone(), echo.clone());
+                            async move {
+                                let one = stream::once(me.serve(method, r, echo))
+                                    .map(|r| r.map(Response::into_inner));
+                                let s: Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>> =
+                                    Box::pin(one);
+                                Ok(Response::new(s))
+                            }
+                        }),
+                        req,
+                    )
+                    .await
+                } else {
+                    grpc.unary(
                         Handler(move |r: Request<Bytes>| {
                             me.clone().serve(method.clone(), r, echo.clone())
                         }),
                         req,
                     )
-                    .await;
+                    .await
+                };
                 resp.map(|body| {
                     tonic::body::Body::new(WithTrailers {
                         inner: body,
@@ -342,6 +364,8 @@ fn echo_metadata(headers: &HeaderMap) -> HeaderMap {
     for (k, v) in headers {
         if k.as_str().starts_with("x-echo-") {
             out.append(k.clone(), v.clone());
+        } else if k.as_str() == "grpc-previous-rpc-attempts" {
+            out.append("x-gf-previous-rpc-attempts", v.clone());
         }
     }
     out

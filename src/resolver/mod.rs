@@ -97,13 +97,29 @@ pub fn encode_record(addr: &str, metadata: &Value) -> String {
     )
 }
 
-/// serde_json's compact form with Go's HTML-safe escaping of `<`, `>` and `&`.
+/// serde_json's compact form, with numbers and escaping as Go's encoding/json writes them:
+/// integral floats without a fraction (Go decodes JSON numbers into float64 and writes 10, not
+/// 10.0) and HTML-safe `<`, `>` and `&`.
 fn go_json(v: &Value) -> String {
-    serde_json::to_string(v)
+    serde_json::to_string(&go_numbers(v))
         .expect("a Value always serializes")
         .replace('<', "\\u003c")
         .replace('>', "\\u003e")
         .replace('&', "\\u0026")
+}
+
+fn go_numbers(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e21 => Value::from(f as i64),
+            _ => v.clone(),
+        },
+        Value::Array(a) => Value::Array(a.iter().map(go_numbers).collect()),
+        Value::Object(o) => {
+            Value::Object(o.iter().map(|(k, v)| (k.clone(), go_numbers(v))).collect())
+        }
+        _ => v.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -373,3 +373,30 @@ pub fn spread(c: &Client, n: usize) -> std::collections::BTreeMap<String, usize>
     }
     counts
 }
+
+/// The per-instance entries of `Client::stats()`.
+pub fn instances(c: &Client) -> Vec<serde_json::Value> {
+    c.stats()["instances"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The `Client::stats()` entry of the instance at `addr` (Null when there is none).
+pub fn instance(c: &Client, addr: &str) -> serde_json::Value {
+    instances(c)
+        .into_iter()
+        .find(|i| i["address"] == addr)
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits until exactly `n` instances are READY; returns whether that happened within `timeout`.
+pub fn wait_ready(c: &Client, n: usize, timeout: Duration) -> bool {
+    eventually(timeout, || {
+        instances(c)
+            .iter()
+            .filter(|i| i["state"] == "READY")
+            .count()
+            == n
+    })
+}
