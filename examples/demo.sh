@@ -13,12 +13,16 @@ DURATION=${GF_DEMO_SECONDS:-15}
 gcc -O2 -std=c11 -Wall -Wextra -I include examples/demo_client.c -L "$LIB" -lgrpc_failover -lpthread \
     -Wl,-rpath,"$LIB" -o "$LIB/gf-demo-client"
 
-pids=()
 TMP=$(mktemp -d)
+PIDS=$TMP/pids   # every process started here, also from the chaos subshell
+: >"$PIDS"
+track() { echo "$1" >>"$PIDS"; }
 cleanup() {
-    for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    sleep 0.2
-    for p in "${pids[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+    local all
+    all=$(cat "$PIDS" 2>/dev/null || true)
+    for p in $all; do kill "$p" 2>/dev/null || true; done
+    sleep 0.3
+    for p in $all; do kill -9 "$p" 2>/dev/null || true; done
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -42,7 +46,7 @@ if command -v etcd >/dev/null 2>&1; then
         --listen-client-urls "http://127.0.0.1:$CLIENT_PORT" --advertise-client-urls "http://127.0.0.1:$CLIENT_PORT" \
         --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
         --initial-cluster "demo=http://127.0.0.1:$PEER_PORT" >"$TMP/etcd.log" 2>&1 &
-    pids+=($!)
+    track $!
     disown $!
     ETCD=127.0.0.1:$CLIENT_PORT
     for _ in $(seq 100); do ETCDCTL_API=3 etcdctl --endpoints "$ETCD" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
@@ -61,7 +65,7 @@ start_instance() { # name weight
     [ -n "$ETCD" ] && args+=(--etcd "$ETCD" --prefix service/user --weight "$weight" --ttl 3)
     "$LIB/gf-testserver" "${args[@]}" >"$TMP/$name.log" 2>&1 &
     PID[$name]=$!
-    pids+=($!)
+    track $!
     disown $!
     for _ in $(seq 100); do grep -q '^listening' "$TMP/$name.log" && break; sleep 0.05; done
     if [ -n "$ETCD" ]; then for _ in $(seq 100); do grep -q '^registered' "$TMP/$name.log" && break; sleep 0.05; done; fi
@@ -80,12 +84,12 @@ fi
 echo "client: $TARGET, 8 threads, ${DURATION}s; weights a=1 b=2 c=3; c is killed at 5 s and restarted at 10 s"
 "$LIB/gf-demo-client" "$TARGET" "$OPTIONS" 8 "$DURATION" &
 CLIENT=$!
-pids+=($CLIENT)
+track $CLIENT
 (
     sleep 5
     kill -9 "${PID[c]}" 2>/dev/null && echo ">>> t=5s: SIGKILL instance c"
     sleep 5
     start_instance c 3 >/dev/null && echo ">>> t=10s: instance c started again"
 ) &
-pids+=($!)
+track $!
 wait "$CLIENT"
