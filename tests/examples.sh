@@ -35,5 +35,15 @@ ADDR=$(sed -n 's/^listening //p' "$OUT")
 for bin in "$TMP"/readme_*.c.bin; do
     "$bin" "static:///$ADDR" | grep -q '^reply: hello$'
 done
+# `make install` gives a library, header and pkg-config file that a program builds against.
+make -s install PREFIX="$TMP/prefix" >/dev/null
+export PKG_CONFIG_PATH=$TMP/prefix/lib/pkgconfig
+gcc -std=c11 -Wall -Werror examples/client.c $(pkg-config --cflags --libs grpc_failover) \
+    -Wl,-rpath,"$TMP/prefix/lib" -o "$TMP/installed-client"
+"$TMP/installed-client" "static:///$ADDR" pkg | grep -q '^reply: pkg$'
+gcc -std=c11 -Wall -Werror examples/client.c -I "$TMP/prefix/include" "$TMP/prefix/lib/libgrpc_failover.a" \
+    -lpthread -ldl -lm -o "$TMP/static-client"
+"$TMP/static-client" "static:///$ADDR" static | grep -q '^reply: static$'
+n=$((n + 2))
 passed=$n
 echo "examples: $passed passed, 0 failed"
