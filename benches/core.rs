@@ -21,11 +21,22 @@ use grpc_failover::{CallOptions, Client};
 use serde_json::json;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let arg = |i: usize| args.get(i).cloned().unwrap_or_else(|| panic!("missing argument {i}: {args:?}"));
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let arg = |i: usize| {
+        args.get(i)
+            .cloned()
+            .unwrap_or_else(|| panic!("missing argument {i}: {args:?}"))
+    };
     match arg(0).as_str() {
         "direct" => direct(&arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap()),
-        "pick" => pick(arg(1).parse().unwrap(), arg(2).parse().unwrap(), arg(3).parse().unwrap()),
+        "pick" => pick(
+            arg(1).parse().unwrap(),
+            arg(2).parse().unwrap(),
+            arg(3).parse().unwrap(),
+        ),
         "discovery" => discovery(arg(1).parse().unwrap()),
         "dead" => dead(arg(1).parse().unwrap()),
         other => panic!("unknown mode {other}"),
@@ -56,12 +67,21 @@ fn summary(mut lat_us: Vec<u64>, elapsed: Duration, extra: serde_json::Value) ->
 /// The same 64-byte Echo load through tonic's own Channel, with as many concurrent callers.
 fn direct(addr: &str, concurrency: usize, seconds: f64) {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(4))
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+                .min(4),
+        )
         .enable_all()
         .build()
         .unwrap();
     let result = rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         let payload = Bytes::from(vec![7u8; 64]);
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
         let started = Instant::now();
@@ -75,7 +95,9 @@ fn direct(addr: &str, concurrency: usize, seconds: f64) {
                     while Instant::now() < deadline {
                         let t = Instant::now();
                         grpc.ready().await.unwrap();
-                        let r = grpc.unary(tonic::Request::new(payload.clone()), path.clone(), RawCodec).await;
+                        let r = grpc
+                            .unary(tonic::Request::new(payload.clone()), path.clone(), RawCodec)
+                            .await;
                         assert_eq!(r.unwrap().into_inner().len(), 64);
                         lat.push(t.elapsed().as_micros() as u64);
                     }
@@ -87,17 +109,32 @@ fn direct(addr: &str, concurrency: usize, seconds: f64) {
         for t in tasks {
             all.extend(t.await.unwrap());
         }
-        summary(all, started.elapsed(), json!({"mode": "direct", "concurrency": concurrency}))
+        summary(
+            all,
+            started.elapsed(),
+            json!({"mode": "direct", "concurrency": concurrency}),
+        )
     });
     println!("{result}");
 }
 
 /// Picks per second on a picker over `n` instances (no network).
 fn pick(n: usize, threads: usize, seconds: f64) {
-    let subs: Vec<Arc<Subchannel>> =
-        (0..n).map(|i| Subchannel::new(&format!("10.0.{}.{}:80", i / 250, i % 250), (1 + i % 5) as f64, serde_json::Value::Null).unwrap()).collect();
+    let subs: Vec<Arc<Subchannel>> = (0..n)
+        .map(|i| {
+            Subchannel::new(
+                &format!("10.0.{}.{}:80", i / 250, i % 250),
+                (1 + i % 5) as f64,
+                serde_json::Value::Null,
+            )
+            .unwrap()
+        })
+        .collect();
     let mut out = serde_json::Map::new();
-    for (name, policy) in [("weighted_round_robin", Policy::WeightedRoundRobin), ("round_robin", Policy::RoundRobin)] {
+    for (name, policy) in [
+        ("weighted_round_robin", Policy::WeightedRoundRobin),
+        ("round_robin", Policy::RoundRobin),
+    ] {
         let picker = Arc::new(Picker::new(policy, subs.clone(), None, Empty::Connecting));
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
@@ -127,7 +164,10 @@ fn pick(n: usize, threads: usize, seconds: f64) {
             json!({"picks_per_s": picks as f64 / elapsed, "ns_per_pick_per_thread": elapsed * 1e9 * threads as f64 / picks as f64}),
         );
     }
-    println!("{}", json!({"mode": "pick", "instances": n, "threads": threads, "policies": out}));
+    println!(
+        "{}",
+        json!({"mode": "pick", "instances": n, "threads": threads, "policies": out})
+    );
 }
 
 /// Time from an etcd DELETE to the last call the instance receives, and from a PUT to the first
@@ -137,7 +177,10 @@ fn discovery(rounds: usize) {
     let a = common::TestServer::start("a", &[]);
     let b = common::TestServer::start("b", &[]);
     etcd.put_instance("bench", &a.addr, 1.0);
-    let opts = common::Etcd::options_json(&[&etcd], r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#);
+    let opts = common::Etcd::options_json(
+        &[&etcd],
+        r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#,
+    );
     let c = Client::connect("etcd:///bench", common::options(&opts)).unwrap();
     common::whoami(&c, 5000).unwrap();
     // Caller threads record (time, server) for every answer.
@@ -162,8 +205,16 @@ fn discovery(rounds: usize) {
         log.lock().unwrap().clear();
         let t0 = Instant::now();
         etcd.put_instance("bench", &b.addr, 1.0);
-        common::eventually(Duration::from_secs(5), || log.lock().unwrap().iter().any(|(_, w)| w == "b"));
-        let first = log.lock().unwrap().iter().find(|(_, w)| w == "b").map(|(t, _)| *t).unwrap();
+        common::eventually(Duration::from_secs(5), || {
+            log.lock().unwrap().iter().any(|(_, w)| w == "b")
+        });
+        let first = log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, w)| w == "b")
+            .map(|(t, _)| *t)
+            .unwrap();
         put_ms.push(first.saturating_duration_since(t0).as_secs_f64() * 1000.0);
         // DELETE b: time to the last answer from b.
         std::thread::sleep(Duration::from_millis(200));
@@ -171,8 +222,17 @@ fn discovery(rounds: usize) {
         let t0 = Instant::now();
         etcd.delete(&format!("bench/{}", b.addr));
         std::thread::sleep(Duration::from_millis(500));
-        let last = log.lock().unwrap().iter().filter(|(_, w)| w == "b").map(|(t, _)| *t).max();
-        delete_ms.push(last.map(|t| t.saturating_duration_since(t0).as_secs_f64() * 1000.0).unwrap_or(0.0));
+        let last = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, w)| w == "b")
+            .map(|(t, _)| *t)
+            .max();
+        delete_ms.push(
+            last.map(|t| t.saturating_duration_since(t0).as_secs_f64() * 1000.0)
+                .unwrap_or(0.0),
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     stop.store(true, Ordering::Relaxed);
@@ -183,7 +243,10 @@ fn discovery(rounds: usize) {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         json!({"median_ms": v[v.len() / 2], "max_ms": v[v.len() - 1]})
     };
-    println!("{}", json!({"mode": "discovery", "rounds": rounds, "put_to_first_call": stats(&mut put_ms), "delete_to_last_call": stats(&mut delete_ms)}));
+    println!(
+        "{}",
+        json!({"mode": "discovery", "rounds": rounds, "put_to_first_call": stats(&mut put_ms), "delete_to_last_call": stats(&mut delete_ms)})
+    );
 }
 
 const REFERENCE: &str = r#"{"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": [{"name": [{"service": "UserService"}],
@@ -198,7 +261,13 @@ const REFERENCE_OUTLIER: &str = r#"{"loadBalancingConfig": [{"outlier_detection"
 fn load(target: &str, service_config: &str, seconds: f64) -> serde_json::Value {
     let opts = format!(r#"{{"service_config": {service_config}}}"#);
     let c = Client::connect(target, common::options(&opts)).unwrap();
-    common::eventually(Duration::from_secs(5), || c.stats()["instances"].as_array().unwrap().iter().all(|i| i["state"] == "READY"));
+    common::eventually(Duration::from_secs(5), || {
+        c.stats()["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["state"] == "READY")
+    });
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -206,7 +275,10 @@ fn load(target: &str, service_config: &str, seconds: f64) -> serde_json::Value {
         .map(|_| {
             let (c, errors) = (c.clone(), errors.clone());
             std::thread::spawn(move || {
-                let opts = CallOptions { timeout: Some(Duration::from_secs(2)), ..Default::default() };
+                let opts = CallOptions {
+                    timeout: Some(Duration::from_secs(2)),
+                    ..Default::default()
+                };
                 let payload = Bytes::from(vec![7u8; 64]);
                 let mut lat = Vec::new();
                 while Instant::now() < deadline {
@@ -243,12 +315,17 @@ fn load(target: &str, service_config: &str, seconds: f64) -> serde_json::Value {
 /// The dead-instance scenario: 3 healthy instances vs one of 3 answering UNAVAILABLE always,
 /// with the reference retry policy, without and with outlier detection.
 fn dead(seconds: f64) {
-    let s: Vec<common::TestServer> = (0..3).map(|i| common::TestServer::start(&format!("h{i}"), &[])).collect();
+    let s: Vec<common::TestServer> = (0..3)
+        .map(|i| common::TestServer::start(&format!("h{i}"), &[]))
+        .collect();
     let healthy_target = format!("static:///{},{},{}", s[0].addr, s[1].addr, s[2].addr);
     let healthy = load(&healthy_target, REFERENCE, seconds);
     let bad = common::TestServer::start("dead", &["--fail-rate", "1"]);
     let dead_target = format!("static:///{},{},{}", bad.addr, s[1].addr, s[2].addr);
     let dead = load(&dead_target, REFERENCE, seconds);
     let dead_od = load(&dead_target, REFERENCE_OUTLIER, seconds);
-    println!("{}", json!({"mode": "dead", "healthy": healthy, "one_dead": dead, "one_dead_outlier_detection": dead_od}));
+    println!(
+        "{}",
+        json!({"mode": "dead", "healthy": healthy, "one_dead": dead, "one_dead_outlier_detection": dead_od})
+    );
 }

@@ -115,17 +115,26 @@ impl Client {
     }
 
     /// Like [`Client::invoke`], with the response headers and trailers.
-    pub async fn invoke_full(
+    pub async fn invoke_full(&self, method: &str, request: Bytes, opts: &CallOptions) -> CallResult {
+        self.invoke_cancellable(method, request, opts, None).await
+    }
+
+    /// Like [`Client::invoke_full`]; cancelling `cancel` ends the call with CANCELLED.
+    pub async fn invoke_cancellable(
         &self,
         method: &str,
         request: Bytes,
         opts: &CallOptions,
+        cancel: Option<&CancellationToken>,
     ) -> CallResult {
         let inner = &*self.inner;
         inner.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let never = CancellationToken::new();
+        let cancel = cancel.unwrap_or(&never);
         let result = tokio::select! {
             r = self.run(method, request, opts) => r,
             _ = inner.closed.cancelled() => CallResult::error(Status::cancelled("client closed")),
+            _ = cancel.cancelled() => CallResult::error(Status::cancelled("call cancelled")),
         };
         if result.status.code != tonic::Code::Ok {
             inner.counters.calls_failed.fetch_add(1, Ordering::Relaxed);

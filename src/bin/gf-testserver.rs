@@ -209,7 +209,9 @@ impl Server {
         req: http::Request<Incoming>,
     ) -> http::Response<tonic::body::Body> {
         let path = req.uri().path().to_string();
-        let mut grpc = tonic::server::Grpc::new(RawCodec);
+        let mut grpc = tonic::server::Grpc::new(RawCodec)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
         match path.as_str() {
             p if p.starts_with("/grpc.health.v1.Health/") && !self.cfg.health => {
                 tonic::Status::unimplemented("gf-testserver: started with --no-health").into_http()

@@ -128,10 +128,7 @@ fn spawn(p: Prepared, call_out: *mut *mut gf_call, done: impl FnOnce(CallResult)
         unsafe { *call_out = handle };
     }
     runtime::handle().spawn(async move {
-        let result = tokio::select! {
-            r = p.client.invoke_full(&p.method, p.request, &p.opts) => r,
-            _ = cancel.cancelled() => CallResult::error(Status::cancelled("cancelled by gf_call_cancel")),
-        };
+        let result = p.client.invoke_cancellable(&p.method, p.request, &p.opts, Some(&cancel)).await;
         if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result))) {
             log::error!("{}", super::panic_status(panic).message);
         }

@@ -115,8 +115,7 @@ pub extern "C" fn gf_invoke(
             timeout: timeout(timeout_ms),
             ..CallOptions::default()
         };
-        let method = method.to_string();
-        let reply = runtime::run_blocking(async move { c.invoke(&method, request, &opts).await })?;
+        let reply = runtime::handle().block_on(c.invoke(method, request, &opts))?;
         // SAFETY: checked for NULL above.
         unsafe { *response_out = gf_bytes::from_vec(reply.to_vec()) };
         Ok(())

@@ -67,7 +67,8 @@ pub fn decode_record(key: &str, value: &[u8]) -> Result<Endpoint, String> {
 }
 
 /// The weight in an instance's metadata (the `weight` field of an object, or a JSON string that
-/// holds such an object); 1 when absent or not a non-negative finite number.
+/// holds such an object); 1 when absent or not a non-negative finite JSON number (a string
+/// such as "3" is not a number).
 pub fn weight_of(metadata: &Value) -> f64 {
     let weight = match metadata {
         Value::Object(o) => o.get("weight").cloned(),
@@ -78,7 +79,6 @@ pub fn weight_of(metadata: &Value) -> f64 {
     };
     let number = match weight {
         Some(Value::Number(n)) => n.as_f64(),
-        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
         _ => None,
     };
     match number {
@@ -145,6 +145,8 @@ mod tests {
         let e = decode_record("k", br#"{"Addr":"a:1","Metadata":"{\"weight\":3}"}"#).unwrap();
         assert_eq!(e.weight, 3.0);
         let e = decode_record("k", br#"{"Addr":"a:1","Metadata":{"weight":"x"}}"#).unwrap();
+        assert_eq!(e.weight, 1.0);
+        let e = decode_record("k", br#"{"Addr":"a:1","Metadata":{"weight":"3"}}"#).unwrap();
         assert_eq!(e.weight, 1.0);
         let e = decode_record("k", br#"{"Addr":"a:1","Metadata":{"weight":0}}"#).unwrap();
         assert_eq!(e.weight, 0.0);

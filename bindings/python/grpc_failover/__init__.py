@@ -1,0 +1,30 @@
+"""grpc-failover for Python: a gRPC client with etcd discovery, weighted load balancing,
+retries and hedging, on raw bytes.
+
+    from grpc_failover import Client, RpcError, StatusCode, register
+
+    with Client("etcd:///service/user", etcd=["127.0.0.1:2379"], service_config={...}) as c:
+        reply = c.invoke("/UserService/GetById", b"...", timeout=1.0)
+
+The work happens in the native grpc-failover library, loaded with ctypes from the copy bundled
+at install time, or from the path in ``GF_LIBRARY``.
+"""
+
+from ._ffi import library_path, version as library_version
+from ._client import Client, Response
+from ._registration import Registration, register
+from ._status import RpcError, StatusCode
+
+__version__: str = library_version()
+"""The version of the loaded native library."""
+
+__all__ = [
+    "Client",
+    "Registration",
+    "Response",
+    "RpcError",
+    "StatusCode",
+    "library_path",
+    "library_version",
+    "register",
+]

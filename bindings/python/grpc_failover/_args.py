@@ -1,0 +1,239 @@
+"""Checks and converts Python arguments before anything reaches C.
+
+Wrong types raise TypeError, wrong values ValueError, so the library only ever sees well-formed
+arguments from this package (it still checks them itself).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+#: Request metadata as accepted: (key, value) pairs or a mapping; values str or bytes.
+MetadataArg = Union[Iterable[Tuple[str, Union[str, bytes]]], Mapping[str, Union[str, bytes]], None]
+
+_U32_MAX = 0xFFFFFFFF
+
+
+def text(name: str, value: Any) -> bytes:
+    """A str argument as NUL-free UTF-8."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if "\0" in value:
+        raise ValueError(f"{name} must not contain NUL characters")
+    return value.encode("utf-8", "surrogatepass")
+
+
+_methods: Dict[str, bytes] = {}
+
+
+def method(value: Any) -> bytes:
+    """A method name, "/package.Service/Method". Names already seen come from a cache."""
+    if type(value) is str:
+        cached = _methods.get(value)
+        if cached is not None:
+            return cached
+    encoded = text("method", value)
+    parts = value.split("/")
+    if len(parts) != 3 or parts[0] != "" or not parts[1] or not parts[2]:
+        raise ValueError(f'method must look like "/package.Service/Method", got {value!r}')
+    if type(value) is str and len(_methods) < 1024:
+        _methods[value] = encoded
+    return encoded
+
+
+def request(value: Any) -> bytes:
+    """Request bytes; bytes-like objects are copied into bytes."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"request must be bytes, bytearray or memoryview, not {type(value).__name__}")
+
+
+def _number(name: str, value: Any, what: str = "a number of seconds") -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be {what}, not {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def milliseconds(name: str, seconds: Any, *, positive: bool = True) -> int:
+    """Seconds (int or float) as whole milliseconds, rounded up so a deadline is never early."""
+    s = _number(name, seconds)
+    if s < 0 or (positive and s == 0):
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {seconds!r}")
+    ms = math.ceil(s * 1000)
+    if ms > _U32_MAX:
+        raise ValueError(f"{name} is too large: {seconds!r} seconds")
+    return ms
+
+
+def timeout_ms(value: Any) -> int:
+    """A call timeout in seconds (None = no deadline) as the C value (0 = none)."""
+    if value is None:
+        return 0
+    return milliseconds("timeout", value)
+
+
+def wait_for_ready(value: Any) -> Optional[int]:
+    """None (the service config decides), True or False as the C value, or None to skip."""
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise TypeError(f"wait_for_ready must be a bool or None, not {type(value).__name__}")
+    return 1 if value else 0
+
+
+def metadata(value: MetadataArg) -> List[Tuple[bytes, bytes]]:
+    """Request metadata as (key, value) byte pairs. The library checks the key's characters."""
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)):
+        raise TypeError("metadata must be a sequence of (key, value) pairs or a mapping")
+    items = value.items() if isinstance(value, Mapping) else value
+    out = []
+    try:
+        iterator = iter(items)
+    except TypeError:
+        raise TypeError(
+            f"metadata must be a sequence of (key, value) pairs or a mapping, not {type(value).__name__}"
+        ) from None
+    for pair in iterator:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise TypeError(f"metadata entries must be (key, value) tuples, got {pair!r}")
+        key, val = pair
+        k = text("metadata key", key)
+        if not k:
+            raise ValueError("metadata key must not be empty")
+        if isinstance(val, str):
+            v = val.encode("utf-8", "surrogatepass")
+        elif isinstance(val, (bytes, bytearray, memoryview)):
+            v = bytes(val)
+        else:
+            raise TypeError(f"metadata value for {key!r} must be str or bytes, not {type(val).__name__}")
+        out.append((k, v))
+    return out
+
+
+def _uint(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum or value > _U32_MAX:
+        raise ValueError(f"{name} must be between {minimum} and {_U32_MAX}, got {value}")
+    return value
+
+
+def etcd_options(
+    endpoints: Union[Sequence[str], str, None],
+    username: Optional[str],
+    password: Optional[str],
+    dial_timeout: Optional[float],
+) -> Optional[Dict[str, Any]]:
+    """The "etcd" part of options_json, or None when every argument is None."""
+    out: Dict[str, Any] = {}
+    if endpoints is not None:
+        if isinstance(endpoints, str):
+            endpoints = [e for e in (part.strip() for part in endpoints.split(",")) if e]
+        if not isinstance(endpoints, (list, tuple)):
+            raise TypeError(f"etcd must be a list of \"host:port\" strings, not {type(endpoints).__name__}")
+        if not endpoints:
+            raise ValueError("etcd must not be empty")
+        for e in endpoints:
+            text("etcd endpoint", e)
+            if not e.strip():
+                raise ValueError("etcd endpoints must not be empty strings")
+        out["endpoints"] = list(endpoints)
+    if (username is None) != (password is None):
+        raise ValueError("username and password go together")
+    if username is not None:
+        text("username", username)
+        text("password", password)
+        out["username"] = username
+        out["password"] = password
+    if dial_timeout is not None:
+        out["dial_timeout_ms"] = milliseconds("etcd_dial_timeout", dial_timeout)
+    return out or None
+
+
+_BACKOFF_KEYS = {"base_delay", "max_delay", "multiplier", "jitter"}
+
+
+def client_options(
+    *,
+    etcd: Optional[Dict[str, Any]],
+    service_config: Any,
+    connect_timeout: Any,
+    connect_backoff: Any,
+    max_attempts: Any,
+    max_in_flight_per_instance: Any,
+    keepalive_time: Any,
+    keepalive_timeout: Any,
+    options: Any,
+) -> bytes:
+    """options_json for gf_connect, from the Client's keyword arguments."""
+    out: Dict[str, Any] = {}
+    if options is not None:
+        if not isinstance(options, Mapping):
+            raise TypeError(f"options must be a dict, not {type(options).__name__}")
+        out.update(options)
+    if etcd is not None:
+        out["etcd"] = etcd
+    if service_config is not None:
+        if isinstance(service_config, str):
+            try:
+                service_config = json.loads(service_config)
+            except ValueError as e:
+                raise ValueError(f"service_config: not valid JSON: {e}") from None
+        if not isinstance(service_config, Mapping):
+            raise TypeError(
+                f"service_config must be a dict or a JSON string, not {type(service_config).__name__}"
+            )
+        out["service_config"] = service_config
+    if connect_timeout is not None:
+        out["connect_timeout_ms"] = milliseconds("connect_timeout", connect_timeout)
+    if connect_backoff is not None:
+        if not isinstance(connect_backoff, Mapping):
+            raise TypeError(f"connect_backoff must be a dict, not {type(connect_backoff).__name__}")
+        unknown = set(connect_backoff) - _BACKOFF_KEYS
+        if unknown:
+            raise ValueError(
+                f"connect_backoff: unknown keys {sorted(unknown)}; expected {sorted(_BACKOFF_KEYS)}"
+            )
+        b: Dict[str, Any] = {}
+        for key in ("base_delay", "max_delay"):
+            if connect_backoff.get(key) is not None:
+                b[key + "_ms"] = milliseconds(f"connect_backoff[{key!r}]", connect_backoff[key])
+        for key in ("multiplier", "jitter"):
+            if connect_backoff.get(key) is not None:
+                b[key] = _number(f"connect_backoff[{key!r}]", connect_backoff[key], "a number")
+        out["connect_backoff"] = b
+    if max_attempts is not None:
+        out["max_attempts"] = _uint("max_attempts", max_attempts, 1)
+    if max_in_flight_per_instance is not None:
+        out["max_in_flight_per_instance"] = _uint(
+            "max_in_flight_per_instance", max_in_flight_per_instance, 1
+        )
+    if keepalive_time is not None:
+        out["keepalive_time_ms"] = milliseconds("keepalive_time", keepalive_time)
+    if keepalive_timeout is not None:
+        out["keepalive_timeout_ms"] = milliseconds("keepalive_timeout", keepalive_timeout)
+    try:
+        return json.dumps(out, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"options cannot be encoded as JSON: {e}") from None
+
+
+def ttl(value: Any) -> int:
+    """A lease TTL in whole seconds (at least 1)."""
+    return _uint("ttl", value, 1)
+
+
+def json_value(name: str, value: Any) -> bytes:
+    """Any JSON-encodable value as JSON text."""
+    try:
+        return json.dumps(value, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"{name} cannot be encoded as JSON: {e}") from None

@@ -1,0 +1,554 @@
+"""The Client: blocking and asyncio calls on one target."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import ctypes
+import itertools
+import json
+import threading
+import time
+import traceback
+import weakref
+from ctypes import byref, c_size_t, c_void_p, string_at
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
+
+from . import _args
+from ._args import MetadataArg
+from ._ffi import RESULT_CALLBACK, fast, lib, take_string
+from ._status import Metadata, RpcError, StatusCode
+
+
+class Response(NamedTuple):
+    """A successful call's response bytes with its response headers and trailers.
+
+    Metadata values of keys ending in "-bin" are bytes, the others str.
+    """
+
+    data: bytes
+    headers: Metadata
+    trailers: Metadata
+
+
+# What a finished call hands back: (code, message, response, headers, trailers).
+_Outcome = Tuple[int, str, bytes, Metadata, Metadata]
+
+
+def _read_pairs(result: int, count: Callable[..., int], entry: Callable[..., int]) -> Metadata:
+    n = count(result)
+    if not n:
+        return ()
+    key, value, length = c_void_p(), c_void_p(), c_size_t()
+    out: List[Tuple[str, Union[str, bytes]]] = []
+    for i in range(n):
+        if entry(result, i, byref(key), byref(value), byref(length)) != 0 or not key.value:
+            break
+        k = string_at(key.value).decode("ascii", "replace")
+        v = string_at(value.value, length.value) if value.value else b""
+        out.append((k, v if k.endswith("-bin") else v.decode("latin-1")))
+    return tuple(out)
+
+
+def _read_result(result: int, full: bool) -> _Outcome:
+    """Copies what the caller needs out of a gf_result (which the caller then frees)."""
+    code = fast.gf_result_code(result)
+    if code == 0:
+        length = c_size_t()
+        data_ptr = fast.gf_result_response(result, byref(length))
+        data = string_at(data_ptr, length.value) if data_ptr else b""
+        message = ""
+    else:
+        data = b""
+        message = string_at(fast.gf_result_message(result)).decode("utf-8", "replace")
+    headers: Metadata = ()
+    trailers: Metadata = ()
+    if full:
+        headers = _read_pairs(result, fast.gf_result_header_count, fast.gf_result_header)
+    if full or code != 0:
+        trailers = _read_pairs(result, fast.gf_result_trailer_count, fast.gf_result_trailer)
+    return code, message, data, headers, trailers
+
+
+def _finish(outcome: _Outcome, full: bool) -> Union[bytes, Response]:
+    code, message, data, headers, trailers = outcome
+    if code != 0:
+        raise RpcError(StatusCode.from_number(code), message, trailers)
+    return Response(data, headers, trailers) if full else data
+
+
+def _rejected(code: int, error: Optional[int]) -> Exception:
+    """The exception for a call the library refused to start (bad argument, closed client)."""
+    message = take_string(error) or f"rejected with status {code}"
+    if code in (3, 9):
+        return ValueError(message)
+    return RpcError(StatusCode.from_number(code), message)
+
+
+def _call_options(timeout: Any, metadata: MetadataArg, wait_for_ready: Any) -> Optional[int]:
+    """A gf_call_options for these arguments, or None when the defaults do. The caller frees it."""
+    ms = _args.timeout_ms(timeout)
+    pairs = _args.metadata(metadata)
+    wfr = _args.wait_for_ready(wait_for_ready)
+    if not ms and not pairs and wfr is None:
+        return None
+    options: int = fast.gf_call_options_new()
+    try:
+        if ms:
+            fast.gf_call_options_set_timeout_ms(options, ms)
+        if wfr is not None:
+            fast.gf_call_options_set_wait_for_ready(options, wfr)
+        for key, value in pairs:
+            error = c_void_p()
+            if fast.gf_call_options_add_metadata(options, key, value, len(value), byref(error)) != 0:
+                raise ValueError(f"metadata: {take_string(error.value)}")
+    except BaseException:
+        fast.gf_call_options_free(options)
+        raise
+    return options
+
+
+class _Native:
+    """The gf_client pointer, and who is using it.
+
+    gf_close frees the handle, so it must never run while another thread is about to enter the
+    library with it. Non-blocking functions run under ``lock``. A blocking call holds a "use"
+    for as long as it is inside gf_invoke_ex; close() frees the handle at once when there is no
+    use, else the last use frees it on its way out. Async calls in flight are tracked so that
+    close() can cancel them even then.
+    """
+
+    __slots__ = ("ptr", "lock", "uses", "closed", "calls", "__weakref__")
+
+    def __init__(self, ptr: int):
+        self.ptr: Optional[int] = ptr
+        self.lock = threading.Lock()
+        self.uses = 0
+        self.closed = False
+        self.calls: Dict[int, int] = {}
+        _open.add(self)
+
+    def acquire(self) -> int:
+        with self.lock:
+            if self.closed:
+                raise ValueError("Client is closed")
+            self.uses += 1
+            return self.ptr  # type: ignore[return-value]
+
+    def release(self) -> None:
+        with self.lock:
+            self.uses -= 1
+            if not (self.closed and self.uses == 0 and self.ptr):
+                return
+            ptr, self.ptr = self.ptr, None
+        fast.gf_close(ptr)
+
+    def forget(self, key: int) -> None:
+        with self.lock:
+            self.calls.pop(key, None)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            _open.discard(self)
+            if self.uses:
+                for call in self.calls.values():
+                    fast.gf_call_cancel(call)
+                return
+            ptr, self.ptr = self.ptr, None
+        fast.gf_close(ptr)
+
+
+# Every native client not closed yet, so that the interpreter's exit can close them first.
+_open: Set[_Native] = set()
+
+
+class _Completions:
+    """Finished async calls of one event loop, handed over from library threads.
+
+    The callback only appends the result and wakes the loop when no wake-up is pending yet, so
+    a burst of completions costs one wake-up; the loop then reads and frees the results.
+    """
+
+    __slots__ = ("loop", "items", "scheduled", "__weakref__")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        # A weak reference: this object is the value of a WeakKeyDictionary keyed by the loop.
+        self.loop = weakref.ref(loop)
+        self.items: "collections.deque[Tuple[_Entry, int]]" = collections.deque()
+        self.scheduled = False
+
+    def push(self, entry: "_Entry", result: int) -> None:
+        # On a library thread.
+        self.items.append((entry, result))
+        if self.scheduled:
+            return
+        self.scheduled = True
+        try:
+            loop = self.loop()
+            if loop is None:
+                raise RuntimeError("event loop is gone")
+            loop.call_soon_threadsafe(self.drain)
+        except RuntimeError:
+            # The loop is closed: nobody waits for these calls any more.
+            self.scheduled = False
+            self.discard()
+
+    def drain(self) -> None:
+        # On the loop's thread.
+        self.scheduled = False
+        items = self.items
+        while items:
+            (_, future, full), result = items.popleft()
+            try:
+                outcome = _read_result(result, full)
+            except BaseException as e:
+                if not future.done():
+                    future.set_exception(e)
+                continue
+            finally:
+                fast.gf_result_free(result)
+            if not future.done():
+                future.set_result(outcome)
+
+    def discard(self) -> None:
+        items = self.items
+        while items:
+            try:
+                _, result = items.popleft()
+            except IndexError:
+                return
+            fast.gf_result_free(result)
+
+    def __del__(self) -> None:
+        # A loop that stopped for good and was collected with results still queued.
+        try:
+            self.discard()
+        except Exception:
+            pass
+
+
+_completions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Completions]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _completions_for(loop: asyncio.AbstractEventLoop) -> _Completions:
+    queue = _completions.get(loop)
+    if queue is None:
+        queue = _completions.setdefault(loop, _Completions(loop))
+    return queue
+
+
+# An async call in flight: its loop's completions, its future, whether to read metadata.
+_Entry = Tuple[_Completions, "asyncio.Future[_Outcome]", bool]
+
+# Async calls in flight by user_data id. The library only ever sees the integer id, never a
+# pointer to a Python object.
+_pending: Dict[int, _Entry] = {}
+_ids = itertools.count(1)
+
+
+# Library threads that keep a Python thread state between callbacks (see _on_result).
+_pinned: Set[int] = set()
+_PyGILState_Ensure = ctypes.pythonapi.PyGILState_Ensure
+_PyGILState_Ensure.argtypes = []
+_PyGILState_Ensure.restype = ctypes.c_int
+
+
+def _on_result(user_data: Optional[int], result: Optional[int]) -> None:
+    # Runs on a library thread and returns into the library: nothing may escape.
+    try:
+        ident = threading.get_ident()
+        if ident not in _pinned:
+            # ctypes gives a foreign thread a new Python thread state for every callback and
+            # deletes it afterwards (with its frame stack, mmap'ed and unmapped each time).
+            # One extra, never released PyGILState_Ensure keeps this thread's state alive, as
+            # cffi does for its callbacks; the library's threads live as long as the process.
+            _pinned.add(ident)
+            _PyGILState_Ensure()
+        entry = _pending.pop(user_data or 0, None)
+        if entry is None or not result:
+            fast.gf_result_free(result)
+            return
+        entry[0].push(entry, result)
+    except BaseException:
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+
+
+# Kept alive for the life of the module: the library calls it from its threads.
+_ON_RESULT = RESULT_CALLBACK(_on_result)
+
+
+def _at_exit() -> None:
+    # Close what is still open, then give the cancelled calls' callbacks a moment to run while
+    # the interpreter can still take them.
+    for native in list(_open):
+        native.close()
+    deadline = time.monotonic() + 2.0
+    while _pending and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+atexit.register(_at_exit)
+
+
+class Client:
+    """A gRPC client for one target, with discovery, load balancing, retries and hedging.
+
+    ``target`` is ``"etcd:///<prefix>"`` (instances registered in etcd under ``<prefix>/``) or
+    ``"static:///host:port,host:port"``. Keyword arguments become the library's options:
+
+    - ``etcd``: etcd endpoints, a list of ``"host:port"`` or one comma-separated string
+      (default ``["127.0.0.1:2379"]``);
+      ``username``/``password`` to log in; ``etcd_dial_timeout`` in seconds.
+    - ``service_config``: a gRPC service config, as a dict or a JSON string (the format of
+      grpc-go's ``WithDefaultServiceConfig``): load balancing policy, retry and hedging policies,
+      timeouts, waitForReady.
+    - ``connect_timeout`` (seconds), ``connect_backoff`` (a dict of ``base_delay``,
+      ``max_delay`` in seconds, ``multiplier``, ``jitter``), ``max_attempts``,
+      ``max_in_flight_per_instance``, ``keepalive_time`` and ``keepalive_timeout`` (seconds).
+    - ``options``: a dict of raw options merged under the ones above, for options this class
+      has no keyword for yet.
+
+    Creating a client does not touch the network: an unreachable etcd or instance shows up in
+    the calls' errors. A client is thread-safe: any number of threads and event loops may call
+    it at once. Close it with :meth:`close` or a ``with`` block; a forgotten client is closed
+    when it is garbage collected.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        etcd: Union[Sequence[str], str, None] = None,
+        username: Optional[str] = None,
+        password: Optional[str] = None,
+        etcd_dial_timeout: Optional[float] = None,
+        service_config: Union[Dict[str, Any], str, None] = None,
+        connect_timeout: Optional[float] = None,
+        connect_backoff: Optional[Dict[str, float]] = None,
+        max_attempts: Optional[int] = None,
+        max_in_flight_per_instance: Optional[int] = None,
+        keepalive_time: Optional[float] = None,
+        keepalive_timeout: Optional[float] = None,
+        options: Optional[Dict[str, Any]] = None,
+    ):
+        encoded_target = _args.text("target", target)
+        options_json = _args.client_options(
+            etcd=_args.etcd_options(etcd, username, password, etcd_dial_timeout),
+            service_config=service_config,
+            connect_timeout=connect_timeout,
+            connect_backoff=connect_backoff,
+            max_attempts=max_attempts,
+            max_in_flight_per_instance=max_in_flight_per_instance,
+            keepalive_time=keepalive_time,
+            keepalive_timeout=keepalive_timeout,
+            options=options,
+        )
+        handle, error = c_void_p(), c_void_p()
+        code = lib.gf_connect(encoded_target, options_json, byref(handle), byref(error))
+        if code != 0 or not handle.value:
+            raise _rejected(code, error.value)
+        self._target = target
+        self._native = _Native(handle.value)
+        self._finalizer = weakref.finalize(self, self._native.close)
+
+    @property
+    def target(self) -> str:
+        """The target this client was created for."""
+        return self._target
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran."""
+        return self._native.closed
+
+    def close(self) -> None:
+        """Closes the client: stops discovery, closes connections, and ends the calls in flight.
+
+        Calls in flight end with :class:`RpcError` ``CANCELLED``, except a blocking
+        :meth:`invoke` that another thread is inside at this moment: the library cannot be told
+        to cancel it without freeing the client under it, so that call ends on its own (at its
+        timeout at the latest) and the client is freed after it. Any call made after close()
+        raises ValueError. Closing twice is fine.
+        """
+        self._finalizer()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<grpc_failover.Client {self._target!r} {state}>"
+
+    def stats(self) -> Dict[str, Any]:
+        """A snapshot of the client's counters and instances (``gf_client_stats``) as a dict.
+
+        Keys: target, calls, calls_failed, attempts, retries, transparent_retries, hedges,
+        throttled_retries, retry_tokens, policy, resolved, resolver_error, and ``instances``,
+        each with address, weight, metadata, state, healthy, ejected, calls, failures,
+        in_flight, last_error and more.
+        """
+        native = self._native
+        out, error = c_void_p(), c_void_p()
+        with native.lock:
+            if native.closed:
+                raise ValueError("Client is closed")
+            code = fast.gf_client_stats(native.ptr, byref(out), byref(error))
+        if code != 0:
+            raise _rejected(code, error.value)
+        stats: Dict[str, Any] = json.loads(take_string(out.value))
+        return stats
+
+    def invoke(
+        self,
+        method: str,
+        request: bytes = b"",
+        *,
+        timeout: Optional[float] = None,
+        metadata: MetadataArg = None,
+        wait_for_ready: Optional[bool] = None,
+    ) -> bytes:
+        """Calls a unary method with raw request bytes and returns the raw response bytes.
+
+        - ``method``: ``"/package.Service/Method"``.
+        - ``timeout``: seconds across all attempts (retries included); None for none (a
+          method config ``timeout`` still applies, and the smaller one wins).
+        - ``metadata``: request metadata, ``(key, value)`` pairs or a dict; keys are lower
+          case, values str, or bytes for keys ending in "-bin".
+        - ``wait_for_ready``: overrides the service config's waitForReady.
+
+        Blocks until the call ends, without holding the GIL, so threads call in parallel.
+        Raises :class:`RpcError` when the call ends with a status other than OK, TypeError or
+        ValueError for bad arguments, ValueError on a closed client.
+        """
+        return self._invoke(method, request, timeout, metadata, wait_for_ready, False)  # type: ignore[return-value]
+
+    def invoke_full(
+        self,
+        method: str,
+        request: bytes = b"",
+        *,
+        timeout: Optional[float] = None,
+        metadata: MetadataArg = None,
+        wait_for_ready: Optional[bool] = None,
+    ) -> Response:
+        """Like :meth:`invoke`, and returns a :class:`Response` with the headers and trailers."""
+        return self._invoke(method, request, timeout, metadata, wait_for_ready, True)  # type: ignore[return-value]
+
+    async def invoke_async(
+        self,
+        method: str,
+        request: bytes = b"",
+        *,
+        timeout: Optional[float] = None,
+        metadata: MetadataArg = None,
+        wait_for_ready: Optional[bool] = None,
+    ) -> bytes:
+        """:meth:`invoke` for asyncio: the call runs in the library, the event loop stays free.
+
+        Cancelling the awaiting task (``task.cancel()``, ``asyncio.wait_for``...) cancels the
+        call. Raises like :meth:`invoke`.
+        """
+        return await self._invoke_async(method, request, timeout, metadata, wait_for_ready, False)  # type: ignore[return-value]
+
+    async def invoke_full_async(
+        self,
+        method: str,
+        request: bytes = b"",
+        *,
+        timeout: Optional[float] = None,
+        metadata: MetadataArg = None,
+        wait_for_ready: Optional[bool] = None,
+    ) -> Response:
+        """:meth:`invoke_full` for asyncio, cancellable like :meth:`invoke_async`."""
+        return await self._invoke_async(method, request, timeout, metadata, wait_for_ready, True)  # type: ignore[return-value]
+
+    def _invoke(
+        self, method: Any, request: Any, timeout: Any, metadata: Any, wait_for_ready: Any, full: bool
+    ) -> Union[bytes, Response]:
+        m = _args.method(method)
+        req = _args.request(request)
+        if timeout is None and metadata is None and wait_for_ready is None:
+            options = None
+        else:
+            options = _call_options(timeout, metadata, wait_for_ready)
+        result, error = c_void_p(), c_void_p()
+        try:
+            native = self._native
+            ptr = native.acquire()
+            try:
+                code = lib.gf_invoke_ex(ptr, m, req, len(req), options, byref(result), byref(error))
+            finally:
+                native.release()
+            if not result.value:
+                raise _rejected(code, error.value)
+            outcome = _read_result(result.value, full)
+        finally:
+            if options:
+                fast.gf_call_options_free(options)
+            if result.value:
+                fast.gf_result_free(result.value)
+                # Set with the result only when the call failed: the result has the message.
+                fast.gf_string_free(error.value)
+        return _finish(outcome, full)
+
+    async def _invoke_async(
+        self, method: Any, request: Any, timeout: Any, metadata: Any, wait_for_ready: Any, full: bool
+    ) -> Union[bytes, Response]:
+        m = _args.method(method)
+        req = _args.request(request)
+        loop = asyncio.get_running_loop()
+        if timeout is None and metadata is None and wait_for_ready is None:
+            options = None
+        else:
+            options = _call_options(timeout, metadata, wait_for_ready)
+        future: "asyncio.Future[_Outcome]" = loop.create_future()
+        key = next(_ids)
+        call, error = c_void_p(), c_void_p()
+        native = self._native
+        _pending[key] = (_completions_for(loop), future, full)
+        code = -1
+        try:
+            # gf_invoke_async_ex never blocks, so the lock is held across it: close() cannot
+            # free the handle meanwhile.
+            with native.lock:
+                if native.closed:
+                    raise ValueError("Client is closed")
+                code = fast.gf_invoke_async_ex(
+                    native.ptr, m, req, len(req), options, _ON_RESULT, key, byref(call), byref(error)
+                )
+                if code == 0:
+                    native.calls[key] = call.value  # type: ignore[assignment]
+            if options:
+                fast.gf_call_options_free(options)
+                options = None
+            if code != 0:
+                raise _rejected(code, error.value)
+            outcome = await future
+        except BaseException:
+            if code == 0:
+                # Cancelled (or the coroutine closed): the callback still runs, with
+                # CANCELLED, and frees the result; nobody reads it.
+                fast.gf_call_cancel(call.value)
+            raise
+        finally:
+            if options:
+                fast.gf_call_options_free(options)
+            if code == 0:
+                native.forget(key)
+                fast.gf_call_free(call.value)
+            else:
+                # Refused: the callback never runs.
+                _pending.pop(key, None)
+        return _finish(outcome, full)
