@@ -360,9 +360,25 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> ResponseFuture {
-        let fut = self.0.send_request(req);
+        let mut sender = self.0.clone();
         Box::pin(async move {
-            fut.await.map_err(|e| {
+            // A unary request is one message: collect it and send it as a single DATA frame
+            // with END_STREAM. Sent as tonic streams it (a DATA frame, then an empty one), a
+            // burst of small calls trips h2's limit on pending small frames (GOAWAY
+            // ENHANCE_YOUR_CALM) at the server.
+            let (parts, body) = req.into_parts();
+            let bytes = http_body_util::BodyExt::collect(body)
+                .await
+                .map_err(|e| ConnError {
+                    message: format!("encoding the request: {e}"),
+                    never_sent: true,
+                })?
+                .to_bytes();
+            let req = http::Request::from_parts(
+                parts,
+                tonic::body::Body::new(http_body_util::Full::new(bytes)),
+            );
+            sender.send_request(req).await.map_err(|e| {
                 let refused = h2_reason(&e) == Some(h2::Reason::REFUSED_STREAM);
                 ConnError {
                     message: e.to_string(),

@@ -115,7 +115,12 @@ impl Client {
     }
 
     /// Like [`Client::invoke`], with the response headers and trailers.
-    pub async fn invoke_full(&self, method: &str, request: Bytes, opts: &CallOptions) -> CallResult {
+    pub async fn invoke_full(
+        &self,
+        method: &str,
+        request: Bytes,
+        opts: &CallOptions,
+    ) -> CallResult {
         self.invoke_cancellable(method, request, opts, None).await
     }
 
@@ -131,11 +136,21 @@ impl Client {
         inner.counters.calls.fetch_add(1, Ordering::Relaxed);
         let never = CancellationToken::new();
         let cancel = cancel.unwrap_or(&never);
-        let result = tokio::select! {
-            r = self.run(method, request, opts) => r,
+        let mut result = tokio::select! {
+            biased;
             _ = inner.closed.cancelled() => CallResult::error(Status::cancelled("client closed")),
             _ = cancel.cancelled() => CallResult::error(Status::cancelled("call cancelled")),
+            r = self.run(method, request, opts) => r,
         };
+        // A call that failed because close() or cancel tore down its connection while it was
+        // being polled ended by that, not by the instance: report CANCELLED.
+        if result.status.code != tonic::Code::Ok && result.status.code != tonic::Code::Cancelled {
+            if inner.closed.is_cancelled() {
+                result = CallResult::error(Status::cancelled("client closed"));
+            } else if cancel.is_cancelled() {
+                result = CallResult::error(Status::cancelled("call cancelled"));
+            }
+        }
         if result.status.code != tonic::Code::Ok {
             inner.counters.calls_failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -265,10 +280,10 @@ pub fn split_method(method: &str) -> Result<(&str, &str), Status> {
     };
     let rest = method.strip_prefix('/').ok_or_else(bad)?;
     let (service, name) = rest.split_once('/').ok_or_else(bad)?;
-    if service.is_empty()
-        || name.is_empty()
-        || name.contains('/')
-        || method.bytes().any(|b| b <= b' ' || b == 0x7f)
+    // Only characters that stand for themselves in a URI path: `?` or `#` would turn the rest
+    // into a query or a fragment and call a different method.
+    let path_char = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%/".contains(&b);
+    if service.is_empty() || name.is_empty() || name.contains('/') || !method.bytes().all(path_char)
     {
         return Err(bad());
     }

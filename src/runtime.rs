@@ -20,12 +20,25 @@ fn worker_threads() -> usize {
         .min(4)
 }
 
+fn block_sigpipe() {
+    // SAFETY: plain libc calls on a local, zero-initialised signal set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// The shared runtime, created on first use.
 pub fn get() -> &'static Runtime {
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(worker_threads())
             .thread_name("grpc-failover")
+            // Writes to a socket the peer closed must not kill the host program with SIGPIPE:
+            // C programs keep its default action. Block it on every library thread.
+            .on_thread_start(block_sigpipe)
             .enable_all()
             .build()
             .expect("cannot start the grpc-failover runtime")

@@ -284,10 +284,12 @@ async fn connect(
         .map_err(|e| format!("connect to {addr}: {e}"))?;
     let _ = tcp.set_nodelay(true);
     let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+    // A large connection window: h2 bounds the small frames it holds unread (responses end
+    // with trailers) by half of it, and a burst of thousands of small calls must fit.
     builder
         .timer(TokioTimer::new())
         .initial_stream_window_size(1 << 20)
-        .initial_connection_window_size(4 << 20)
+        .initial_connection_window_size(64 << 20)
         .max_frame_size(1 << 16)
         .max_header_list_size(16 << 20);
     if let Some(interval) = cfg.keepalive_time {

@@ -128,8 +128,12 @@ fn spawn(p: Prepared, call_out: *mut *mut gf_call, done: impl FnOnce(CallResult)
         unsafe { *call_out = handle };
     }
     runtime::handle().spawn(async move {
-        let result = p.client.invoke_cancellable(&p.method, p.request, &p.opts, Some(&cancel)).await;
-        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result))) {
+        let result = p
+            .client
+            .invoke_cancellable(&p.method, p.request, &p.opts, Some(&cancel))
+            .await;
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result)))
+        {
             log::error!("{}", super::panic_status(panic).message);
         }
     });

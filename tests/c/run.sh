@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# The C and C++ test suite of grpc-failover (`make test-c`). See tests/c/README.md.
+#
+# Builds the C11 and the C++17 test programs against include/grpc_failover.h, links each once
+# against the shared and once against the static library, runs all four at full size, then
+# runs the C program (shared) and the C++ program (static) again under a memory checker with
+# the heavy loops scaled down. Also checks that the header compiles alone as C11 and C++17 and
+# that examples/client.c builds and runs. Exits non-zero if any step fails.
+#
+# Environment (defaults relative to the repository root):
+#   GF_LIBRARY         target/release/libgrpc_failover.so
+#   GF_STATIC_LIBRARY  the .a next to GF_LIBRARY
+#   GF_TESTSERVER      target/release/gf-testserver
+#   GF_INCLUDE         include
+#   GF_STATIC_LIBS     what the static library needs (from `cargo rustc --release --lib --
+#                      --print native-static-libs`)
+#   GF_MEMCHECK        valgrind | asan | none (default: valgrind if installed, else asan)
+#   GF_MEMCHECK_SCALE  loop scale under the memory checker (default 0.5)
+#   CC, CXX            compilers (default cc, c++)
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HERE="$ROOT/tests/c"
+GF_LIBRARY="${GF_LIBRARY:-$ROOT/target/release/libgrpc_failover.so}"
+GF_STATIC_LIBRARY="${GF_STATIC_LIBRARY:-${GF_LIBRARY%.so}.a}"
+GF_TESTSERVER="${GF_TESTSERVER:-$ROOT/target/release/gf-testserver}"
+GF_INCLUDE="${GF_INCLUDE:-$ROOT/include}"
+GF_STATIC_LIBS="${GF_STATIC_LIBS:--lgcc_s -lutil -lrt -lpthread -lm -ldl -lc}"
+GF_MEMCHECK_SCALE="${GF_MEMCHECK_SCALE:-0.5}"
+CC="${CC:-cc}"
+CXX="${CXX:-c++}"
+OUT="$ROOT/target/c-tests"
+export GF_TESTSERVER
+
+if [ -z "${GF_MEMCHECK:-}" ]; then
+    if command -v valgrind >/dev/null 2>&1; then GF_MEMCHECK=valgrind; else GF_MEMCHECK=asan; fi
+fi
+
+for f in "$GF_LIBRARY" "$GF_STATIC_LIBRARY" "$GF_TESTSERVER" "$GF_INCLUDE/grpc_failover.h"; do
+    if [ ! -e "$f" ]; then
+        echo "tests/c: $f is missing; run 'make build' first" >&2
+        exit 1
+    fi
+done
+mkdir -p "$OUT"
+LIB_DIR="$(cd "$(dirname "$GF_LIBRARY")" && pwd)"
+LIB_NAME="$(basename "$GF_LIBRARY" .so)"
+LIB_NAME="${LIB_NAME#lib}"
+
+CFLAGS=(-std=c11 -Wall -Wextra -Werror -g -O1 -pthread -I "$GF_INCLUDE")
+CXXFLAGS=(-std=c++17 -Wall -Wextra -Werror -g -O1 -pthread -I "$GF_INCLUDE")
+SHARED=(-L "$LIB_DIR" -l"$LIB_NAME" -Wl,-rpath,"$LIB_DIR")
+# shellcheck disable=SC2206 # a list of linker flags, split on purpose
+STATIC=("$GF_STATIC_LIBRARY" $GF_STATIC_LIBS)
+
+failed=()
+started=$SECONDS
+server_pid=""
+trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null' EXIT
+
+step() { printf '\n== %s\n' "$*"; }
+
+# run NAME COMMAND...: runs a step, records its failure, never stops the script.
+run() {
+    local name="$1"
+    shift
+    local t0=$SECONDS
+    "$@"
+    local rc=$?
+    if [ $rc -eq 0 ]; then
+        echo "-- ok: $name ($((SECONDS - t0)) s)"
+        return 0
+    fi
+    echo "-- FAILED: $name (exit $rc, $((SECONDS - t0)) s)"
+    failed+=("$name")
+    return 1
+}
+
+step "header compiles alone as C11 and as C++17"
+run "header as C11" "$CC" -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c \
+    "$GF_INCLUDE/grpc_failover.h"
+run "header as C++17" "$CXX" -std=c++17 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ \
+    "$GF_INCLUDE/grpc_failover.h"
+
+step "build the test programs (shared and static)"
+compile() { # compile NAME COMPILER FLAGS... : compiles once, links shared and static
+    local name="$1" compiler="$2"
+    shift 2
+    "$compiler" "$@" -c -o "$OUT/$name.o" &&
+        "$compiler" -pthread -o "$OUT/${name}_shared" "$OUT/$name.o" "${SHARED[@]}" &&
+        "$compiler" -pthread -o "$OUT/${name}_static" "$OUT/$name.o" "${STATIC[@]}" &&
+        ! readelf -d "$OUT/${name}_static" | grep -q "lib$LIB_NAME" &&
+        readelf -d "$OUT/${name}_shared" | grep -q "lib$LIB_NAME"
+}
+build_ok=1
+run "build C" compile test_api_c "$CC" "${CFLAGS[@]}" "$HERE/test_api.c" || build_ok=0
+run "build C++" compile test_api_cpp "$CXX" "${CXXFLAGS[@]}" "$HERE/test_api.cpp" || build_ok=0
+
+# The example of the README's C quick start, built exactly as the README shows.
+step "examples/client.c"
+example() {
+    (cd "$ROOT" && "$CC" -I include examples/client.c -L target/release -lgrpc_failover \
+        -o "$OUT/example_client") &&
+        "$CC" -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -I "$GF_INCLUDE" \
+            "$ROOT/examples/client.c" || return 1
+    local log="$OUT/example_server.out" addr="" _
+    "$GF_TESTSERVER" --listen 127.0.0.1:0 --name example >"$log" &
+    server_pid=$!
+    for _ in $(seq 100); do
+        addr="$(sed -n 's/^listening //p' "$log")"
+        [ -n "$addr" ] && break
+        sleep 0.1
+    done
+    local reply rc
+    reply="$(LD_LIBRARY_PATH="$LIB_DIR" "$OUT/example_client" "static:///$addr" "hello, C")"
+    rc=$?
+    kill "$server_pid" 2>/dev/null
+    wait "$server_pid" 2>/dev/null
+    server_pid=""
+    echo "$reply"
+    [ $rc -eq 0 ] && [ "$reply" = "reply: hello, C" ]
+}
+run "example client" example || true
+
+if [ $build_ok = 1 ]; then
+    # Full size, no memory checker. The static C run also uses a single runtime worker, so
+    # callbacks that start calls or call back into the library share one thread.
+    step "C, shared library"
+    run "C shared" timeout -k 10 240 "$OUT/test_api_c_shared"
+    step "C, static library, GF_WORKER_THREADS=1"
+    run "C static" env GF_WORKER_THREADS=1 timeout -k 10 240 "$OUT/test_api_c_static"
+    step "C++, shared library"
+    run "C++ shared" timeout -k 10 240 "$OUT/test_api_cpp_shared"
+    step "C++, static library"
+    run "C++ static" timeout -k 10 240 "$OUT/test_api_cpp_static"
+
+    memcheck_env=(GF_TEST_SCALE="$GF_MEMCHECK_SCALE" GF_TEST_TIMEOUT_S=300)
+    case "$GF_MEMCHECK" in
+    valgrind)
+        VALGRIND=(valgrind -q --error-exitcode=99 --leak-check=full
+            --errors-for-leak-kinds=definite --show-leak-kinds=definite --num-callers=40)
+        if [ -s "$HERE/valgrind.supp" ]; then VALGRIND+=(--suppressions="$HERE/valgrind.supp"); fi
+        step "C, shared library, under valgrind (GF_TEST_SCALE=$GF_MEMCHECK_SCALE)"
+        run "C shared under valgrind" env "${memcheck_env[@]}" timeout -k 10 600 \
+            "${VALGRIND[@]}" "$OUT/test_api_c_shared"
+        step "C++, static library, under valgrind (GF_TEST_SCALE=$GF_MEMCHECK_SCALE)"
+        run "C++ static under valgrind" env "${memcheck_env[@]}" timeout -k 10 600 \
+            "${VALGRIND[@]}" "$OUT/test_api_cpp_static"
+        ;;
+    asan)
+        step "C, shared library, ASan + LSan (GF_TEST_SCALE=$GF_MEMCHECK_SCALE)"
+        asan_build() {
+            "$CC" "${CFLAGS[@]}" -fsanitize=address -fno-omit-frame-pointer \
+                -o "$OUT/test_api_c_asan" "$HERE/test_api.c" "${SHARED[@]}"
+        }
+        run "build C with ASan" asan_build &&
+            run "C shared under ASan" env "${memcheck_env[@]}" \
+                ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99 \
+                timeout -k 10 600 "$OUT/test_api_c_asan"
+        ;;
+    none) echo "(memory checker skipped: GF_MEMCHECK=none)" ;;
+    *)
+        echo "GF_MEMCHECK must be valgrind, asan or none" >&2
+        failed+=("GF_MEMCHECK")
+        ;;
+    esac
+fi
+
+echo
+if [ ${#failed[@]} -eq 0 ]; then
+    echo "tests/c: all passed ($((SECONDS - started)) s)"
+    exit 0
+fi
+printf 'tests/c: FAILED: %s (%d s)\n' "$(IFS=,; echo "${failed[*]}" | sed 's/,/, /g')" \
+    "$((SECONDS - started))"
+exit 1
