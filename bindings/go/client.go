@@ -1,0 +1,606 @@
+package grpcfailover
+
+/*
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "grpc_failover.h"
+
+// Completed calls wait in this queue until the dispatcher goroutine takes them: the completion
+// callbacks run on library threads and stay in C (they never enter Go, so a library thread never
+// waits for the Go scheduler). The first completion after the queue was emptied writes a byte to
+// a pipe, whose read end the dispatcher waits on through Go's netpoller.
+typedef struct {
+	uintptr_t handle;
+	int32_t code;
+	const char *message;
+	const uint8_t *response;
+	size_t response_len;
+	// Calls with call options keep their result (for headers and trailers); calls without copy
+	// response and message into one malloc'd block.
+	gf_result *result;
+	void *block;
+	size_t headers;
+	size_t trailers;
+} gfgo_done;
+
+static pthread_mutex_t gfgo_lock = PTHREAD_MUTEX_INITIALIZER;
+static gfgo_done *gfgo_queue;
+static size_t gfgo_len, gfgo_cap;
+static int gfgo_signaled;
+static int gfgo_notify_fd = -1;
+
+static void gfgo_set_notify_fd(int fd) { gfgo_notify_fd = fd; }
+
+static void gfgo_push(gfgo_done d) {
+	pthread_mutex_lock(&gfgo_lock);
+	if (gfgo_len == gfgo_cap) {
+		size_t cap = gfgo_cap ? 2 * gfgo_cap : 64;
+		gfgo_done *q = realloc(gfgo_queue, cap * sizeof *q);
+		if (q == NULL) {
+			abort();
+		}
+		gfgo_queue = q;
+		gfgo_cap = cap;
+	}
+	gfgo_queue[gfgo_len++] = d;
+	int notify = !gfgo_signaled;
+	gfgo_signaled = 1;
+	pthread_mutex_unlock(&gfgo_lock);
+	if (notify) {
+		char b = 1;
+		// A full pipe (EAGAIN) holds unread bytes already, so the dispatcher wakes anyway.
+		ssize_t unused = write(gfgo_notify_fd, &b, 1);
+		(void)unused;
+	}
+}
+
+static void gfgo_on_done(void *user_data, int32_t code, const uint8_t *response,
+                         size_t response_len, const char *message) {
+	size_t message_len = strlen(message);
+	char *block = malloc(response_len + message_len + 1);
+	if (block == NULL) {
+		abort();
+	}
+	if (response_len > 0) {
+		memcpy(block, response, response_len);
+	}
+	memcpy(block + response_len, message, message_len + 1);
+	gfgo_done d = {(uintptr_t)user_data, code, block + response_len, (const uint8_t *)block,
+	               response_len, NULL, block, 0, 0};
+	gfgo_push(d);
+}
+
+static void gfgo_on_result(void *user_data, gf_result *result) {
+	gfgo_done d = {(uintptr_t)user_data, 0, NULL, NULL, 0, result, NULL, 0, 0};
+	d.code = gf_result_code(result);
+	d.message = gf_result_message(result);
+	d.response = gf_result_response(result, &d.response_len);
+	d.headers = gf_result_header_count(result);
+	d.trailers = gf_result_trailer_count(result);
+	gfgo_push(d);
+}
+
+// The dispatcher's batch, in C memory: cgo checks Go memory passed to C on every call.
+static gfgo_done *gfgo_batch(size_t n) { return malloc(n * sizeof(gfgo_done)); }
+
+// Moves up to max completed calls to out; returns how many.
+static size_t gfgo_drain(gfgo_done *out, size_t max) {
+	pthread_mutex_lock(&gfgo_lock);
+	size_t n = gfgo_len < max ? gfgo_len : max;
+	memcpy(out, gfgo_queue, n * sizeof *out);
+	memmove(gfgo_queue, gfgo_queue + n, (gfgo_len - n) * sizeof *out);
+	gfgo_len -= n;
+	if (gfgo_len == 0) {
+		gfgo_signaled = 0;
+	}
+	pthread_mutex_unlock(&gfgo_lock);
+	return n;
+}
+
+static void gfgo_release(gfgo_done *done, size_t n) {
+	for (size_t i = 0; i < n; i++) {
+		gf_result_free(done[i].result);
+		free(done[i].block);
+	}
+}
+
+// The outcome of starting a call, returned by value so that no Go pointer is written by C.
+typedef struct {
+	gf_call *call;
+	int32_t code;
+	char *error;
+} gfgo_start;
+
+// Starts a call without call options.
+static gfgo_start gfgo_invoke(gf_client *client, const char *method, const uint8_t *request,
+                              size_t request_len, uint32_t timeout_ms, uintptr_t handle,
+                              int want_call) {
+	gfgo_start s = {NULL, 0, NULL};
+	s.code = gf_invoke_async(client, method, request, request_len, timeout_ms, gfgo_on_done,
+	                         (void *)handle, want_call ? &s.call : NULL, &s.error);
+	return s;
+}
+
+// Starts a call with call options. The metadata comes as one buffer: entry i has its
+// NUL-terminated key at md + md_index[3i] and its value at md + md_index[3i+1], of length
+// md_index[3i+2].
+static gfgo_start gfgo_invoke_ex(gf_client *client, const char *method, const uint8_t *request,
+                                 size_t request_len, uint32_t timeout_ms, int32_t wait_for_ready,
+                                 const char *md, const size_t *md_index, size_t md_count,
+                                 uintptr_t handle, int want_call) {
+	gfgo_start s = {NULL, 0, NULL};
+	gf_call_options *o = gf_call_options_new();
+	gf_call_options_set_timeout_ms(o, timeout_ms);
+	gf_call_options_set_wait_for_ready(o, wait_for_ready);
+	for (size_t i = 0; i < md_count; i++) {
+		const size_t *e = md_index + 3 * i;
+		s.code = gf_call_options_add_metadata(o, md + e[0], (const uint8_t *)md + e[1], e[2],
+		                                      &s.error);
+		if (s.code != 0) {
+			gf_call_options_free(o);
+			return s;
+		}
+	}
+	s.code = gf_invoke_async_ex(client, method, request, request_len, o, gfgo_on_result,
+	                            (void *)handle, want_call ? &s.call : NULL, &s.error);
+	gf_call_options_free(o);
+	return s;
+}
+
+typedef struct {
+	const char *key;
+	const uint8_t *value;
+	size_t len;
+} gfgo_entry;
+
+static gfgo_entry gfgo_result_entry(const gf_result *r, int trailer, size_t i) {
+	gfgo_entry e = {"", NULL, 0};
+	if (trailer) {
+		gf_result_trailer(r, i, &e.key, &e.value, &e.len);
+	} else {
+		gf_result_header(r, i, &e.key, &e.value, &e.len);
+	}
+	return e;
+}
+
+typedef struct {
+	gf_client *client;
+	int32_t code;
+	char *error;
+} gfgo_connected;
+
+static gfgo_connected gfgo_connect(const char *target, const char *options_json) {
+	gfgo_connected c = {NULL, 0, NULL};
+	c.code = gf_connect(target, options_json, &c.client, &c.error);
+	return c;
+}
+
+typedef struct {
+	char *json;
+	int32_t code;
+	char *error;
+} gfgo_stats;
+
+static gfgo_stats gfgo_client_stats(gf_client *client) {
+	gfgo_stats s = {NULL, 0, NULL};
+	s.code = gf_client_stats(client, &s.json, &s.error);
+	return s;
+}
+*/
+import "C"
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"runtime"
+	"runtime/cgo"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// Version is the version of the linked library, e.g. "0.1.0".
+func Version() string {
+	return C.GoString(C.gf_version())
+}
+
+// abiMismatch is set when the library loaded at run time implements another C ABI than the
+// header this package was compiled against.
+var abiMismatch = uint32(C.gf_abi_version()) != uint32(C.GF_ABI_VERSION)
+
+func errABI() error {
+	return newStatusError(FailedPrecondition, "the loaded libgrpc_failover implements another C ABI than the header this package was built with")
+}
+
+// Client is a gRPC client for one target. It is safe for concurrent use by any number of
+// goroutines. Close it when done; a finalizer closes a forgotten client, but only when the
+// garbage collector gets to it.
+type Client struct {
+	// mu guards ptr: calls hold it for reading while they hand a call to the library, Close for
+	// writing while it takes ptr away, so gf_close never frees a handle in use.
+	mu     sync.RWMutex
+	ptr    *C.gf_client
+	target string
+}
+
+// Dial creates a client for target: "etcd:///<prefix>" (instances under <prefix>/ in etcd, in
+// the record format of etcd's naming/endpoints) or "static:///host:port,host:port". It does not
+// wait for the network: an unreachable etcd or instance shows up in the calls' errors. A
+// malformed target or option fails with InvalidArgument.
+func Dial(target string, opts ...Option) (*Client, error) {
+	if abiMismatch {
+		return nil, errABI()
+	}
+	optionsJSON, err := newDialOptions(opts).json()
+	if err != nil {
+		return nil, err
+	}
+	if err := startDispatcher(); err != nil {
+		return nil, err
+	}
+	ctarget := C.CString(target)
+	defer C.free(unsafe.Pointer(ctarget))
+	coptions := C.CString(optionsJSON)
+	defer C.free(unsafe.Pointer(coptions))
+	r := C.gfgo_connect(ctarget, coptions)
+	if r.code != 0 {
+		return nil, newStatusError(Code(r.code), takeCString(r.error))
+	}
+	c := &Client{ptr: r.client, target: target}
+	runtime.SetFinalizer(c, (*Client).finalize)
+	return c, nil
+}
+
+// Target is the target the client was dialed with.
+func (c *Client) Target() string { return c.target }
+
+// Close stops resolving, closes the connections and ends every call in flight with Canceled.
+// It does not wait for anything. Calling Close again does nothing; calls on a closed client fail
+// with Canceled. It always returns nil.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	p := c.ptr
+	c.ptr = nil
+	c.mu.Unlock()
+	if p != nil {
+		runtime.SetFinalizer(c, nil)
+		C.gf_close(p)
+	}
+	return nil
+}
+
+func (c *Client) finalize() {
+	if gcStress {
+		markFinalized(unsafe.Pointer(c.ptr))
+		return
+	}
+	_ = c.Close()
+}
+
+func errClosed() error {
+	return newStatusError(Canceled, "the client is closed")
+}
+
+// pending is one call between its start and its completion. It reaches the dispatcher through a
+// cgo.Handle; pending values are reused.
+type pending struct {
+	done chan struct{}
+	// Written by the dispatcher before it signals done.
+	code     Code
+	message  string
+	response []byte
+	// Asked for by the caller, filled in by the dispatcher.
+	wantHeader, wantTrailer bool
+	header, trailer         Metadata
+}
+
+var pendingPool = sync.Pool{New: func() any { return &pending{done: make(chan struct{}, 1)} }}
+
+func (p *pending) release() {
+	*p = pending{done: p.done}
+	pendingPool.Put(p)
+}
+
+var dispatcher struct {
+	once sync.Once
+	err  error
+}
+
+// startDispatcher creates the completion pipe and starts the goroutine that hands completed calls
+// to their callers, once per process.
+func startDispatcher() error {
+	dispatcher.once.Do(func() {
+		var fds [2]int
+		syscall.ForkLock.RLock()
+		err := syscall.Pipe(fds[:])
+		if err == nil {
+			syscall.CloseOnExec(fds[0])
+			syscall.CloseOnExec(fds[1])
+		}
+		syscall.ForkLock.RUnlock()
+		if err == nil {
+			err = syscall.SetNonblock(fds[0], true)
+		}
+		if err == nil {
+			err = syscall.SetNonblock(fds[1], true)
+		}
+		if err != nil {
+			dispatcher.err = newStatusError(Internal, "completion pipe: "+err.Error())
+			return
+		}
+		C.gfgo_set_notify_fd(C.int(fds[1]))
+		// A non-blocking descriptor makes a File that waits in the netpoller, not on a thread.
+		go dispatch(os.NewFile(uintptr(fds[0]), "grpcfailover completions"))
+	})
+	return dispatcher.err
+}
+
+// dispatch waits for completed calls and hands each to its caller. The library's threads never
+// run Go code; this goroutine copies every outcome into Go memory.
+func dispatch(wake *os.File) {
+	const batchSize = 256
+	var buf [64]byte
+	cbatch := C.gfgo_batch(batchSize)
+	if cbatch == nil {
+		panic("grpcfailover: out of memory")
+	}
+	batch := unsafe.Slice(cbatch, batchSize)
+	for {
+		if _, err := wake.Read(buf[:]); err != nil {
+			panic("grpcfailover: completion pipe: " + err.Error())
+		}
+		for {
+			n := int(C.gfgo_drain(cbatch, batchSize))
+			for i := range batch[:n] {
+				complete(&batch[i])
+			}
+			C.gfgo_release(cbatch, C.size_t(n))
+			if n < batchSize {
+				break
+			}
+		}
+	}
+}
+
+// complete copies a call's outcome into its pending and wakes the caller.
+func complete(d *C.gfgo_done) {
+	p := cgo.Handle(d.handle).Value().(*pending)
+	p.code = Code(d.code)
+	if p.code == OK {
+		p.response = C.GoBytes(unsafe.Pointer(d.response), C.int(d.response_len))
+	} else {
+		p.message = C.GoString(d.message)
+	}
+	if p.wantHeader {
+		p.header = readMetadata(d.result, 0, int(d.headers))
+	}
+	if p.wantTrailer {
+		p.trailer = readMetadata(d.result, 1, int(d.trailers))
+	}
+	p.done <- struct{}{}
+}
+
+func readMetadata(r *C.gf_result, trailer C.int, n int) Metadata {
+	md := make(Metadata, n)
+	for i := 0; i < n; i++ {
+		e := C.gfgo_result_entry(r, trailer, C.size_t(i))
+		key := C.GoString(e.key)
+		md[key] = append(md[key], string(C.GoBytes(unsafe.Pointer(e.value), C.int(e.len))))
+	}
+	return md
+}
+
+// Invoke calls a unary method ("/package.Service/Method") with the serialized request and
+// returns the serialized response.
+//
+// The context's deadline is the call's deadline across all attempts; cancelling the context
+// cancels the call. Such a call returns a *StatusError with code Canceled or DeadlineExceeded
+// that also matches errors.Is(err, context.Canceled / context.DeadlineExceeded). Any other
+// failure is a *StatusError with the call's gRPC code: Unavailable when no instance could take
+// it, the server's code otherwise.
+func (c *Client) Invoke(ctx context.Context, method string, request []byte, opts ...CallOption) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, contextError(err)
+	}
+	var timeoutMs C.uint32_t
+	deadline, hasDeadline := ctx.Deadline()
+	if hasDeadline {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, contextError(context.DeadlineExceeded)
+		}
+		timeoutMs = C.uint32_t(min(millis(left), math.MaxUint32))
+	}
+	cfg := callConfig{waitForReady: -1}
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+
+	// Every pointer handed to C lives only for the duration of the start call: the library
+	// copies the method, the request and the metadata before it returns.
+	cmethod := make([]byte, len(method)+1)
+	copy(cmethod, method)
+	var creq *C.uint8_t
+	if len(request) > 0 {
+		creq = (*C.uint8_t)(unsafe.Pointer(&request[0]))
+	}
+	var cmd *C.char
+	var cindex *C.size_t
+	md, index := encodeMetadata(cfg.metadata)
+	if len(index) > 0 {
+		cmd = (*C.char)(unsafe.Pointer(&md[0]))
+		cindex = &index[0]
+	}
+	done := ctx.Done()
+	wantCall := C.int(0)
+	if done != nil {
+		wantCall = 1
+	}
+	p := pendingPool.Get().(*pending)
+	p.wantHeader, p.wantTrailer = cfg.header != nil, cfg.trailer != nil
+	h := cgo.NewHandle(p)
+
+	c.mu.RLock()
+	ptr := c.ptr
+	if ptr == nil {
+		c.mu.RUnlock()
+		h.Delete()
+		p.release()
+		return nil, errClosed()
+	}
+	stressPoint(unsafe.Pointer(ptr))
+	var s C.gfgo_start
+	if cfg.plain() {
+		s = C.gfgo_invoke(ptr, (*C.char)(unsafe.Pointer(&cmethod[0])), creq, C.size_t(len(request)),
+			timeoutMs, C.uintptr_t(h), wantCall)
+	} else {
+		s = C.gfgo_invoke_ex(ptr, (*C.char)(unsafe.Pointer(&cmethod[0])), creq, C.size_t(len(request)),
+			timeoutMs, C.int32_t(cfg.waitForReady), cmd, cindex, C.size_t(len(index)/3),
+			C.uintptr_t(h), wantCall)
+	}
+	stressPoint(unsafe.Pointer(ptr))
+	c.mu.RUnlock()
+	if s.code != 0 {
+		// Rejected: the call never completes.
+		h.Delete()
+		p.release()
+		return nil, newStatusError(Code(s.code), takeCString(s.error))
+	}
+
+	cancelled := false
+	if done == nil {
+		<-p.done
+	} else {
+		select {
+		case <-p.done:
+		case <-done:
+			C.gf_call_cancel(s.call)
+			cancelled = true
+			// Every started call completes exactly once, also a cancelled one; p is reused only
+			// after that.
+			<-p.done
+		}
+		C.gf_call_free(s.call)
+	}
+	h.Delete()
+	// The client must stay reachable until the call is over: its finalizer would close it and
+	// end the call with Canceled.
+	stressPoint(unsafe.Pointer(ptr))
+	runtime.KeepAlive(c)
+
+	if cfg.header != nil {
+		*cfg.header = p.header
+	}
+	if cfg.trailer != nil {
+		*cfg.trailer = p.trailer
+	}
+	code, message, response := p.code, p.message, p.response
+	p.release()
+	if code == OK {
+		return response, nil
+	}
+	if cancelled {
+		return nil, contextError(ctx.Err())
+	}
+	err := newStatusError(code, message)
+	// The library's timer and the context's may fire a moment apart: a deadline the library
+	// enforced is the context's when the context's has passed too.
+	if code == DeadlineExceeded && hasDeadline && !time.Now().Before(deadline) {
+		err.cause = context.DeadlineExceeded
+	}
+	return nil, err
+}
+
+// encodeMetadata lays out key/value pairs as gfgo_invoke reads them.
+func encodeMetadata(kv []string) ([]byte, []C.size_t) {
+	if len(kv) == 0 {
+		return nil, nil
+	}
+	size := 0
+	for _, s := range kv {
+		size += len(s) + 1
+	}
+	buf := make([]byte, 0, size)
+	index := make([]C.size_t, 0, len(kv)/2*3)
+	for i := 0; i+1 < len(kv); i += 2 {
+		key, value := kv[i], kv[i+1]
+		index = append(index, C.size_t(len(buf)))
+		buf = append(buf, key...)
+		buf = append(buf, 0)
+		index = append(index, C.size_t(len(buf)), C.size_t(len(value)))
+		buf = append(buf, value...)
+	}
+	return buf, index
+}
+
+// Stats is a snapshot of a client's counters and instances.
+type Stats struct {
+	Target             string          `json:"target"`
+	Calls              uint64          `json:"calls"`
+	CallsFailed        uint64          `json:"calls_failed"`
+	Attempts           uint64          `json:"attempts"`
+	Retries            uint64          `json:"retries"`
+	TransparentRetries uint64          `json:"transparent_retries"`
+	Hedges             uint64          `json:"hedges"`
+	ThrottledRetries   uint64          `json:"throttled_retries"`
+	RetryTokens        *float64        `json:"retry_tokens"`
+	Policy             string          `json:"policy"`
+	Resolved           bool            `json:"resolved"`
+	ResolverError      string          `json:"resolver_error"`
+	Instances          []InstanceStats `json:"instances"`
+}
+
+// InstanceStats is the state of one instance of a client's target.
+type InstanceStats struct {
+	Address        string          `json:"address"`
+	Weight         float64         `json:"weight"`
+	Metadata       json.RawMessage `json:"metadata"`
+	State          string          `json:"state"` // IDLE, CONNECTING, READY, TRANSIENT_FAILURE, SHUTDOWN
+	Healthy        bool            `json:"healthy"`
+	Ejected        bool            `json:"ejected"`
+	EjectedUntilMs uint64          `json:"ejected_until_ms"`
+	Ejections      uint64          `json:"ejections"`
+	Calls          uint64          `json:"calls"`
+	Failures       uint64          `json:"failures"`
+	InFlight       uint64          `json:"in_flight"`
+	LastError      string          `json:"last_error"`
+}
+
+// Stats returns the client's counters and the state of each instance. It does not block.
+func (c *Client) Stats() (*Stats, error) {
+	c.mu.RLock()
+	ptr := c.ptr
+	if ptr == nil {
+		c.mu.RUnlock()
+		return nil, errClosed()
+	}
+	stressPoint(unsafe.Pointer(ptr))
+	r := C.gfgo_client_stats(ptr)
+	stressPoint(unsafe.Pointer(ptr))
+	c.mu.RUnlock()
+	runtime.KeepAlive(c)
+	if r.code != 0 {
+		return nil, newStatusError(Code(r.code), takeCString(r.error))
+	}
+	text := takeCString(r.json)
+	var s Stats
+	if err := json.Unmarshal([]byte(text), &s); err != nil {
+		return nil, newStatusError(Internal, "stats: "+err.Error())
+	}
+	return &s, nil
+}
+
+// takeCString copies a string the library returned and frees it.
+func takeCString(s *C.char) string {
+	if s == nil {
+		return ""
+	}
+	defer C.gf_string_free(s)
+	return C.GoString(s)
+}

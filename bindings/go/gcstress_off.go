@@ -1,0 +1,5 @@
+//go:build !grpcfailover_gcstress
+
+package grpcfailover
+
+const gcStress = false

@@ -1,0 +1,3 @@
+module grpc-failover/bindings/go
+
+go 1.22
