@@ -46,6 +46,12 @@ def plot(csv_path, png_path):
     for name, s in sorted(series.items()):
         top.plot(s["t"], s["calls"], label=name)
         bottom.plot(s["t"], s["errors"], label=name)
+    # bench/go kills one of the three instances at 2 s and starts it again at 3.5 s.
+    for ax in (top, bottom):
+        ax.axvline(2.0, color="red", linestyle="--", linewidth=1)
+        ax.axvline(3.5, color="green", linestyle="--", linewidth=1)
+    top.annotate("SIGKILL", (2.0, 0.02), xycoords=("data", "axes fraction"), color="red")
+    top.annotate("restart", (3.5, 0.02), xycoords=("data", "axes fraction"), color="green")
     top.set_ylabel("successful calls/s")
     bottom.set_ylabel("caller-visible errors\nper 100 ms")
     bottom.set_xlabel("seconds (one of three instances SIGKILLed mid-run)")
