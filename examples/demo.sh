@@ -52,7 +52,7 @@ if command -v etcd >/dev/null 2>&1; then
     for _ in $(seq 100); do ETCDCTL_API=3 etcdctl --endpoints "$ETCD" endpoint health >/dev/null 2>&1 && break; sleep 0.1; done
     echo "etcd on $ETCD"
     TARGET=etcd:///service/user
-    OPTIONS="{\"etcd\": {\"endpoints\": [\"$ETCD\"]}, \"service_config\": $SERVICE_CONFIG}"
+    OPTIONS="{\"etcd\": {\"endpoints\": [\"$ETCD\"]}, \"connect_backoff\": {\"base_delay_ms\": 200, \"max_delay_ms\": 1000}, \"service_config\": $SERVICE_CONFIG}"
 else
     echo "etcd is not installed and could not be installed: running the same scenario on a static:/// target"
     ETCD=
@@ -78,7 +78,8 @@ start_instance b 2
 start_instance c 3
 if [ -z "$ETCD" ]; then
     TARGET="static:///127.0.0.1:${PORT[a]},127.0.0.1:${PORT[b]},127.0.0.1:${PORT[c]}"
-    OPTIONS="{\"service_config\": $SERVICE_CONFIG}"
+    OPTIONS="{\"connect_backoff\": {\"base_delay_ms\": 200, \"max_delay_ms\": 1000}, \"service_config\": $SERVICE_CONFIG}"
+    echo "(a static target carries no weights: every instance has weight 1)"
 fi
 
 echo "client: $TARGET, 8 threads, ${DURATION}s; weights a=1 b=2 c=3; c is killed at 5 s and restarted at 10 s"
