@@ -267,3 +267,15 @@ fn in_flight_limit_fails_fast_with_resource_exhausted() {
         "more than 4 in flight per instance"
     );
 }
+
+#[test]
+fn first_call_waits_for_the_first_health_answer() {
+    // gRFC A17: a new connection is CONNECTING until its first health answer, so a call made
+    // right after connect waits for it instead of failing.
+    let a = TestServer::start("a", &[]);
+    for _ in 0..5 {
+        let c = Client::connect(&format!("static:///{}", a.addr), options(HEALTH_RR)).unwrap();
+        assert_eq!(whoami(&c, 5000).unwrap(), "a");
+        c.close();
+    }
+}

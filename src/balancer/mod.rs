@@ -209,6 +209,11 @@ impl Inner {
         }
         {
             let mut subs = self.subchannels.lock().expect("subchannels lock");
+            // close() sets the flag before it takes this lock: re-check under it, or an update
+            // racing close would start connections nobody shuts down.
+            if self.closed.load(Ordering::Acquire) {
+                return;
+            }
             let mut next: Vec<Arc<Subchannel>> = Vec::with_capacity(endpoints.len());
             for e in endpoints {
                 if next.iter().any(|s| s.addr == e.addr) {
@@ -277,7 +282,9 @@ impl Inner {
             }
             Empty::Failing(Status::unavailable(msg))
         } else if subs.iter().any(|s| {
-            matches!(s.state(), State::Idle | State::Connecting) && !s.failed_since_ready()
+            // gRFC A17: a connection waiting for its first health answer is still CONNECTING.
+            (matches!(s.state(), State::Idle | State::Connecting) && !s.failed_since_ready())
+                || (s.state() == State::Ready && s.health_pending())
         }) {
             Empty::Connecting
         } else {
@@ -327,6 +334,17 @@ fn pick_first_order(subs: &[Arc<Subchannel>], now: u64) -> Vec<Arc<Subchannel>> 
         }
     }
     out
+}
+
+impl Drop for Inner {
+    /// The last balancer handle is gone: no subchannel may outlive it.
+    fn drop(&mut self) {
+        if let Ok(subs) = self.subchannels.get_mut() {
+            for s in subs.drain(..) {
+                s.shutdown();
+            }
+        }
+    }
 }
 
 struct Sink(Weak<Inner>);

@@ -243,6 +243,14 @@ impl Subchannel {
                         ))
                     });
                     self.sender.store(Some(Arc::new(sender)));
+                    if self.is_shut_down() {
+                        // shutdown() ran between the connect and the store above.
+                        self.sender.store(None);
+                        if let Some(task) = health {
+                            task.abort();
+                        }
+                        return;
+                    }
                     self.failed_since_ready.store(false, Ordering::Release);
                     self.set_state(State::Ready, &*on_change);
                     let why = tokio::select! {

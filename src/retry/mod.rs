@@ -146,6 +146,10 @@ impl CallContext<'_> {
             attempts += 1;
             let code = outcome.result.status.code;
             let retryable = policy.retryable_status_codes.contains(&code);
+            // A committed call is over: it neither retries nor charges the throttle.
+            if outcome.committed {
+                return outcome.result;
+            }
             if retryable {
                 if let Some(t) = self.throttle {
                     t.on_failure();
@@ -196,48 +200,62 @@ impl CallContext<'_> {
         let mut last: Option<CallResult> = None;
         let mut next_at = Some(Instant::now());
         loop {
-            if let Some(at) = next_at {
-                if started < max_attempts && Instant::now() >= at {
-                    let throttled = started > 0 && self.throttle.is_some_and(|t| !t.allows_retry());
-                    if throttled {
-                        self.counters.throttled.fetch_add(1, Ordering::Relaxed);
-                        next_at = None;
-                    } else {
-                        match self
-                            .balancer
-                            .pick(&tried, self.wait_for_ready, self.deadline)
-                            .await
-                        {
-                            Ok(sc) => {
-                                tried.push(sc.id);
-                                if started > 0 {
-                                    self.counters.hedges.fetch_add(1, Ordering::Relaxed);
-                                }
-                                running.push(self.run_attempt(sc, started));
-                                started += 1;
-                                next_at = (started < max_attempts)
-                                    .then(|| Instant::now() + policy.hedging_delay);
-                            }
-                            Err(status) if running.is_empty() => {
-                                return last.unwrap_or_else(|| CallResult::error(status))
-                            }
-                            Err(_) => next_at = None,
-                        }
-                    }
+            let hedge_due =
+                next_at.is_some_and(|at| started < max_attempts && Instant::now() >= at);
+            let done = if hedge_due {
+                if started > 0 && self.throttle.is_some_and(|t| !t.allows_retry()) {
+                    self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    next_at = None;
                     continue;
                 }
-            }
-            if running.is_empty() {
-                return last.unwrap_or_else(|| {
-                    CallResult::error(Status::internal("hedging started no attempt"))
-                });
-            }
-            let done = match next_at {
-                Some(at) => tokio::select! {
-                    a = running.next() => a,
-                    _ = tokio::time::sleep_until(at) => continue,
-                },
-                None => running.next().await,
+                // While the next hedge waits for an instance, attempts already running may
+                // finish: keep reading them, so a winner is never held back by a queued pick.
+                let picked = if running.is_empty() {
+                    Ok(self
+                        .balancer
+                        .pick(&tried, self.wait_for_ready, self.deadline)
+                        .await)
+                } else {
+                    tokio::select! {
+                        biased;
+                        a = running.next() => Err(a),
+                        r = self.balancer.pick(&tried, self.wait_for_ready, self.deadline) => Ok(r),
+                    }
+                };
+                match picked {
+                    Ok(Ok(sc)) => {
+                        tried.push(sc.id);
+                        if started > 0 {
+                            self.counters.hedges.fetch_add(1, Ordering::Relaxed);
+                        }
+                        running.push(self.run_attempt(sc, started));
+                        started += 1;
+                        next_at =
+                            (started < max_attempts).then(|| Instant::now() + policy.hedging_delay);
+                        continue;
+                    }
+                    Ok(Err(status)) if running.is_empty() => {
+                        return last.unwrap_or_else(|| CallResult::error(status))
+                    }
+                    Ok(Err(_)) => {
+                        next_at = None;
+                        continue;
+                    }
+                    Err(done) => done,
+                }
+            } else {
+                if running.is_empty() {
+                    return last.unwrap_or_else(|| {
+                        CallResult::error(Status::internal("hedging started no attempt"))
+                    });
+                }
+                match next_at {
+                    Some(at) => tokio::select! {
+                        a = running.next() => a,
+                        _ = tokio::time::sleep_until(at) => continue,
+                    },
+                    None => running.next().await,
+                }
             };
             let Some(a) = done else { continue };
             let code = a.result.status.code;
