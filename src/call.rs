@@ -232,6 +232,11 @@ fn from_status(
     let source_is_conn = std::error::Error::source(&status)
         .and_then(|s| s.downcast_ref::<ConnError>())
         .cloned();
+    // The connection broke mid-response: that is UNAVAILABLE (tonic says UNKNOWN or INTERNAL),
+    // and since a unary call shows the caller nothing before it ends, the call is not
+    // committed by the headers that did arrive: only a status the server sent commits it.
+    let lost = source_is_conn.is_none() && connection_lost(&status);
+    let committed = committed && !lost;
     let (code, message, transparent) = match source_is_conn {
         Some(e) => (
             Code::Unavailable,
@@ -245,7 +250,12 @@ fn from_status(
             } else {
                 status.message().to_string()
             };
-            (status.code(), msg, false)
+            let code = if lost {
+                Code::Unavailable
+            } else {
+                status.code()
+            };
+            (code, msg, false)
         }
     };
     Attempt {
@@ -259,6 +269,29 @@ fn from_status(
         transparent,
         pushback,
     }
+}
+
+/// True when the error chain shows the connection itself failing (I/O error, GOAWAY, a closed
+/// or truncated connection) rather than a status from the server.
+fn connection_lost(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<std::io::Error>() {
+            return true;
+        }
+        if let Some(h) = e.downcast_ref::<h2::Error>() {
+            if h.is_io() || h.is_go_away() {
+                return true;
+            }
+        }
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if h.is_closed() || h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// Errors tonic built from a broken connection rather than from a server's grpc-status.

@@ -713,3 +713,19 @@ fn gf_testserver_sees_grpc_previous_rpc_attempts_on_the_retry() {
         r.trailers
     );
 }
+
+#[test]
+fn a_connection_lost_after_response_headers_is_unavailable_and_retried() {
+    // The server sends the response headers and dies before the message: the caller saw
+    // nothing, so the unary call is not committed; the loss is UNAVAILABLE and retried.
+    let dying = TestServer::start("dying", &["--die-after-headers"]);
+    let ok = TestServer::start("ok", &[]);
+    let config = json!({"methodConfig": [{"name": [{}], "retryPolicy": {"maxAttempts": 4, "initialBackoff": "0.01s",
+        "maxBackoff": "0.01s", "backoffMultiplier": 1.0, "retryableStatusCodes": ["UNAVAILABLE"]}}]});
+    let c = client(&[&dying, &ok], config);
+    assert_ready(&c, 2);
+    let who = call(&c, "/UserService/Whoami", b"", 5000).unwrap();
+    assert_eq!(&who[..], b"ok");
+    assert_eq!(stat(&c, "attempts"), 2, "{}", c.stats());
+    assert_eq!(instance(&c, &dying.addr)["failures"], 1);
+}

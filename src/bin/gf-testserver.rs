@@ -11,7 +11,8 @@
 //! Flags: --listen 127.0.0.1:PORT (0 = pick; prints `listening <addr>` first), --name,
 //! --fail-rate F, --fail-code C, --delay-ms N, --pushback-ms N, --no-health (no health
 //! service: UNIMPLEMENTED), --fail-after-headers (injected failures come after the response
-//! headers, so the call is committed), and --etcd ENDPOINTS
+//! headers, so the call is committed), --die-after-headers (the process exits after sending the
+//! first call's response headers: a connection lost mid-response), and --etcd ENDPOINTS
 //! --prefix P --weight W --ttl S to register itself (deregistered on SIGTERM).
 
 use std::convert::Infallible;
@@ -48,13 +49,14 @@ struct Config {
     ttl: u32,
     health: bool,
     fail_after_headers: bool,
+    die_after_headers: bool,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("gf-testserver: {msg}");
     eprintln!(
         "usage: gf-testserver [--listen 127.0.0.1:PORT] [--name NAME] [--fail-rate F] [--fail-code C] \
-         [--delay-ms N] [--pushback-ms N] [--no-health] [--fail-after-headers] [--etcd ENDPOINTS --prefix P [--weight W] [--ttl S]]"
+         [--delay-ms N] [--pushback-ms N] [--no-health] [--fail-after-headers] [--die-after-headers] [--etcd ENDPOINTS --prefix P [--weight W] [--ttl S]]"
     );
     std::process::exit(2)
 }
@@ -73,6 +75,7 @@ fn parse_args() -> Config {
         ttl: 5,
         health: true,
         fail_after_headers: false,
+        die_after_headers: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -97,6 +100,7 @@ fn parse_args() -> Config {
             "--ttl" => c.ttl = num(&flag, value()),
             "--no-health" => c.health = false,
             "--fail-after-headers" => c.fail_after_headers = true,
+            "--die-after-headers" => c.die_after_headers = true,
             "-h" | "--help" => usage("help"),
             other => usage(&format!("unknown flag {other}")),
         }
@@ -245,7 +249,21 @@ impl Server {
                 let echo = echo_metadata(req.headers());
                 let me = self.clone();
                 let trailers = echo.clone();
-                let resp = if self.cfg.fail_after_headers {
+                let resp = if self.cfg.die_after_headers {
+                    grpc.server_streaming(
+                        Handler(move |_r: Request<Bytes>| async move {
+                            let die = stream::once(async {
+                                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                                std::process::exit(3)
+                            });
+                            let s: Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>> =
+                                Box::pin(die);
+                            Ok(Response::new(s))
+                        }),
+                        req,
+                    )
+                    .await
+                } else if self.cfg.fail_after_headers {
                     // Headers go out first, the outcome follows in the trailers: committed.
                     grpc.server_streaming(
                         Handler(move |r: Request<Bytes>| {
