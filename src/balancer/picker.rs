@@ -31,10 +31,15 @@ pub struct Picker {
     /// Indices into `ready`, walked by `next`: one entry each for round_robin, the smooth
     /// weighted sequence for WRR, 0..n in resolver order for pick_first.
     sequence: Vec<u32>,
-    next: AtomicUsize,
+    next: Counter,
     empty: Empty,
     max_in_flight: Option<u32>,
 }
+
+/// The pick counter on a cache line of its own: every pick writes it, and it must not evict
+/// the read-only fields (the instance list, the sequence) from the other cores' caches.
+#[repr(align(128))]
+struct Counter(AtomicUsize);
 
 /// Longest smooth-WRR cycle we precompute; larger weight sums are scaled down to it.
 const MAX_SEQUENCE: u64 = 1 << 16;
@@ -45,7 +50,7 @@ impl Picker {
             policy: Policy::PickFirst,
             ready: Vec::new(),
             sequence: Vec::new(),
-            next: AtomicUsize::new(0),
+            next: Counter(AtomicUsize::new(0)),
             empty: why,
             max_in_flight: None,
         }
@@ -92,7 +97,7 @@ impl Picker {
             policy,
             ready,
             sequence,
-            next: AtomicUsize::new(start),
+            next: Counter(AtomicUsize::new(start)),
             empty,
             max_in_flight,
         }
@@ -115,7 +120,7 @@ impl Picker {
         let start = if self.policy == Policy::PickFirst {
             0
         } else {
-            self.next.fetch_add(1, Ordering::Relaxed)
+            self.next.0.fetch_add(1, Ordering::Relaxed)
         };
         let scan = if avoid.is_empty() && self.max_in_flight.is_none() {
             1
