@@ -14,15 +14,16 @@ CORE=$(ls -t target/release/deps/core-* | grep -v '\.d$' | head -1)
 gcc -O2 -std=c11 -Wall -Wextra -I include bench/c/bench.c -L "$LIB" -lgrpc_failover -lpthread \
     -Wl,-rpath,"$LIB" -o "$LIB/gf-cbench"
 
-pids=()
-cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
+# start_server runs in a command substitution (a subshell), so its PIDs go to a file.
+PIDS=$(mktemp)
+cleanup() { for p in $(cat "$PIDS"); do kill "$p" 2>/dev/null || true; done; rm -f "$PIDS"; }
 trap cleanup EXIT
 
 start_server() { # name [flags...] -> prints the address
     local out
     out=$(mktemp)
     "$LIB/gf-testserver" --listen 127.0.0.1:0 --name "$@" >"$out" 2>/dev/null &
-    pids+=($!)
+    echo $! >>"$PIDS"
     for _ in $(seq 100); do
         if grep -q '^listening ' "$out"; then sed -n 's/^listening //p' "$out" | head -1; return; fi
         sleep 0.05
