@@ -161,15 +161,7 @@ pub async fn attempt(
         Ok(Some(m)) => m,
         Ok(None) => {
             let st = Status::internal(format!("{}: the server sent no response message", sc.addr));
-            return Attempt {
-                result: CallResult {
-                    headers,
-                    ..CallResult::error(st)
-                },
-                committed: true,
-                transparent: false,
-                pushback: None,
-            };
+            return committed_failure(st, headers);
         }
         Err(status)
             if status.code() == Code::OutOfRange
@@ -178,15 +170,7 @@ pub async fn attempt(
             // tonic says OUT_OF_RANGE for a response over the decode limit; gRPC says
             // RESOURCE_EXHAUSTED (maxResponseMessageBytes).
             let st = Status::resource_exhausted(format!("{}: {}", sc.addr, status.message()));
-            return Attempt {
-                result: CallResult {
-                    headers,
-                    ..CallResult::error(st)
-                },
-                committed: true,
-                transparent: false,
-                pushback: None,
-            };
+            return committed_failure(st, headers);
         }
         Err(status) => return from_status(sc, status, headers, true),
     };
@@ -203,6 +187,19 @@ pub async fn attempt(
             pushback: None,
         },
         Err(status) => from_status(sc, status, headers, true),
+    }
+}
+
+/// A failure decided after the response headers arrived: not retried (A6).
+fn committed_failure(status: Status, headers: Metadata) -> Attempt {
+    Attempt {
+        result: CallResult {
+            headers,
+            ..CallResult::error(status)
+        },
+        committed: true,
+        transparent: false,
+        pushback: None,
     }
 }
 

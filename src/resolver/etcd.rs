@@ -30,14 +30,24 @@ pub async fn connect(opts: &EtcdOptions) -> Result<Client, String> {
             .with_auto_token_refresh(true);
     }
     let connecting = Client::connect(opts.endpoints.clone(), Some(options));
-    match tokio::time::timeout(opts.dial_timeout, connecting).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(format!("etcd {}: {e}", opts.endpoints.join(","))),
-        Err(_) => Err(format!(
-            "etcd {}: no answer within {} ms",
-            opts.endpoints.join(","),
-            opts.dial_timeout.as_millis()
-        )),
+    within(
+        &format!("etcd {}", opts.endpoints.join(",")),
+        opts.dial_timeout,
+        connecting,
+    )
+    .await
+}
+
+/// Awaits an etcd request for at most `limit`; errors become "`what`: why".
+pub(crate) async fn within<T, E: std::fmt::Display>(
+    what: &str,
+    limit: Duration,
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(limit, request).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: no answer within {} ms", limit.as_millis())),
     }
 }
 
@@ -115,21 +125,8 @@ async fn follow_once(
     let revision = match known.revision {
         Some(r) => r,
         None => {
-            let list = tokio::time::timeout(
-                request_timeout,
-                c.get(key_prefix, Some(GetOptions::new().with_prefix())),
-            );
-            let resp = match list.await {
-                Ok(Ok(resp)) => resp,
-                Ok(Err(e)) => return Err(format!("etcd get {key_prefix:?}: {e}").into()),
-                Err(_) => {
-                    return Err(format!(
-                        "etcd get {key_prefix:?}: no answer within {} ms",
-                        request_timeout.as_millis()
-                    )
-                    .into())
-                }
-            };
+            let list = c.get(key_prefix, Some(GetOptions::new().with_prefix()));
+            let resp = within(&format!("etcd get {key_prefix:?}"), request_timeout, list).await?;
             known.instances.clear();
             for kv in resp.kvs() {
                 if let Some(e) = decode(kv.key(), kv.value()) {
@@ -147,18 +144,13 @@ async fn follow_once(
         .with_prefix()
         .with_start_revision(revision + 1)
         .with_progress_notify();
-    let mut stream =
-        match tokio::time::timeout(request_timeout, c.watch(key_prefix, Some(watch_opts))).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(format!("etcd watch {key_prefix:?}: {e}").into()),
-            Err(_) => {
-                return Err(format!(
-                    "etcd watch {key_prefix:?}: no answer within {} ms",
-                    request_timeout.as_millis()
-                )
-                .into())
-            }
-        };
+    let watch = c.watch(key_prefix, Some(watch_opts));
+    let mut stream = within(
+        &format!("etcd watch {key_prefix:?}"),
+        request_timeout,
+        watch,
+    )
+    .await?;
     loop {
         let msg = match stream.message().await {
             Ok(Some(msg)) => msg,

@@ -97,14 +97,13 @@ impl Registration {
             client.delete(key.as_str(), None).await?;
             client.lease_revoke(lease).await.map(|_| ())
         };
-        match tokio::time::timeout(Duration::from_secs(5), work).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Status::unavailable(format!("deregister {}: {e}", self.key))),
-            Err(_) => Err(Status::unavailable(format!(
-                "deregister {}: etcd did not answer within 5 s",
-                self.key
-            ))),
-        }
+        super::etcd::within(
+            &format!("deregister {}", self.key),
+            Duration::from_secs(5),
+            work,
+        )
+        .await
+        .map_err(Status::unavailable)
     }
 }
 
