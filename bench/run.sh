@@ -127,8 +127,9 @@ for part in python go; do
     fi
 done
 
-# matplotlib for the plot, in a venv of its own.
-VENV=$ROOT/build/bench-venv
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -c 'import matplotlib' 2>/dev/null || "$VENV/bin/pip" install -q matplotlib
+# The plot needs matplotlib: the same venv as the Python benchmark.
+VENV=$ROOT/build/venv-bench
+# shellcheck source=../bindings/python/venv.sh
+. bindings/python/venv.sh
+"$VENV/bin/python" -c 'import matplotlib' 2>/dev/null || gf_python_venv "$VENV" matplotlib
 "$VENV/bin/python" bench/report.py

@@ -8,7 +8,6 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 venv=${GF_BENCH_VENV:-$repo/build/venv-bench}
-python=${PYTHON:-python3}
 
 export GF_LIBRARY=${GF_LIBRARY:-$repo/target/release/libgrpc_failover.so}
 export GF_TESTSERVER=${GF_TESTSERVER:-$repo/target/release/gf-testserver}
@@ -16,23 +15,9 @@ for f in "$GF_LIBRARY" "$GF_TESTSERVER"; do
     [ -f "$f" ] || { echo "bench/python/run.sh: $f not found: run \`make build\` first" >&2; exit 1; }
 done
 
-if [ ! -x "$venv/bin/python" ]; then
-    if ! "$python" -m venv "$venv"; then
-        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-            rm -rf "$venv"
-            export DEBIAN_FRONTEND=noninteractive
-            apt-get update -qq >/dev/null
-            apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-            "$python" -m venv "$venv"
-        else
-            echo "bench/python/run.sh: cannot create a venv with $python; install python3-venv" >&2
-            exit 1
-        fi
-    fi
-fi
-pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-"${pip[@]}" install grpcio setuptools wheel
-"${pip[@]}" install --no-build-isolation --no-deps --force-reinstall "$repo/bindings/python"
+# shellcheck source=../../bindings/python/venv.sh
+. "$repo/bindings/python/venv.sh"
+gf_python_venv "$venv" grpcio matplotlib
 
 cd "$repo"
 mkdir -p bench/results/parts
