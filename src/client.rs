@@ -134,12 +134,17 @@ impl Client {
     ) -> CallResult {
         let inner = &*self.inner;
         inner.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let never = CancellationToken::new();
-        let cancel = cancel.unwrap_or(&never);
+        // No token: a future that never completes (no token to allocate on every call).
+        let cancelled = async {
+            match cancel {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         let mut result = tokio::select! {
             biased;
             _ = inner.closed.cancelled() => CallResult::error(Status::cancelled("client closed")),
-            _ = cancel.cancelled() => CallResult::error(Status::cancelled("call cancelled")),
+            _ = cancelled => CallResult::error(Status::cancelled("call cancelled")),
             r = self.run(method, request, opts) => r,
         };
         // A call that failed because close() or cancel tore down its connection while it was
@@ -147,7 +152,7 @@ impl Client {
         if result.status.code != tonic::Code::Ok && result.status.code != tonic::Code::Cancelled {
             if inner.closed.is_cancelled() {
                 result = CallResult::error(Status::cancelled("client closed"));
-            } else if cancel.is_cancelled() {
+            } else if cancel.is_some_and(CancellationToken::is_cancelled) {
                 result = CallResult::error(Status::cancelled("call cancelled"));
             }
         }
