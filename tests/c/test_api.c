@@ -66,10 +66,12 @@ static void latch_destroy(latch *l)
     pthread_mutex_destroy(&l->mu);
 }
 
+/* The count goes up under the mutex: a waiter that sees the final count cannot return (and
+ * free the latch with its stack frame) while this callback is still using the mutex. */
 static void latch_add(latch *l)
 {
-    atomic_fetch_add(&l->count, 1);
     pthread_mutex_lock(&l->mu);
+    atomic_fetch_add(&l->count, 1);
     pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->mu);
 }
