@@ -281,11 +281,6 @@ fn connection_lost(status: &tonic::Status) -> bool {
                 return true;
             }
         }
-        if let Some(h) = e.downcast_ref::<hyper::Error>() {
-            if h.is_closed() || h.is_incomplete_message() || h.is_canceled() {
-                return true;
-            }
-        }
         source = e.source();
     }
     false
@@ -375,10 +370,10 @@ impl std::error::Error for ConnError {}
 struct Conn(Sender);
 
 type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<hyper::body::Incoming>, ConnError>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, ConnError>> + Send>>;
 
 impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
-    type Response = http::Response<hyper::body::Incoming>;
+    type Response = http::Response<ResponseBody>;
     type Error = ConnError;
     type Future = ResponseFuture;
 
@@ -392,10 +387,10 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> ResponseFuture {
         let mut sender = self.0.clone();
         Box::pin(async move {
-            // A unary request is one message: collect it and send it as a single DATA frame
-            // with END_STREAM. Sent as tonic streams it (a DATA frame, then an empty one), a
-            // burst of small calls trips h2's limit on pending small frames (GOAWAY
-            // ENHANCE_YOUR_CALM) at the server.
+            // A unary request is one message: collect it and queue HEADERS and one DATA frame
+            // with END_STREAM together, so they leave in one write. Sent as tonic streams it
+            // (a DATA frame, then an empty one), a burst of small calls trips h2's limit on
+            // pending small frames (GOAWAY ENHANCE_YOUR_CALM) at the server.
             let (parts, body) = req.into_parts();
             let bytes = http_body_util::BodyExt::collect(body)
                 .await
@@ -404,30 +399,65 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
                     never_sent: true,
                 })?
                 .to_bytes();
-            let req = http::Request::from_parts(
-                parts,
-                tonic::body::Body::new(http_body_util::Full::new(bytes)),
-            );
-            sender.send_request(req).await.map_err(|e| {
-                let refused = h2_reason(&e) == Some(h2::Reason::REFUSED_STREAM);
-                ConnError {
-                    message: e.to_string(),
-                    never_sent: refused || e.is_canceled(),
-                }
-            })
+            let not_sent = |e: h2::Error| ConnError {
+                message: format!("connection closed: {e}"),
+                never_sent: true,
+            };
+            let (response, mut stream) = sender
+                .send_request(http::Request::from_parts(parts, ()), bytes.is_empty())
+                .map_err(not_sent)?;
+            if !bytes.is_empty() {
+                stream.send_data(bytes, true).map_err(not_sent)?;
+            }
+            let response = response.await.map_err(|e| ConnError {
+                // A stream the server refused, or one above a GOAWAY's last stream id, was
+                // never processed: retrying it is safe (gRFC A6 transparent retry).
+                never_sent: e.reason() == Some(h2::Reason::REFUSED_STREAM)
+                    || (e.is_go_away() && e.is_remote()),
+                message: e.to_string(),
+            })?;
+            Ok(response.map(|body| ResponseBody { body, stream }))
         })
     }
 }
 
-fn h2_reason(e: &hyper::Error) -> Option<h2::Reason> {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(h2e) = s.downcast_ref::<h2::Error>() {
-            return h2e.reason();
+/// A response body read straight from the h2 stream, returning flow-control credit as data is
+/// taken. It keeps the request side of the stream too: dropping both resets the stream.
+struct ResponseBody {
+    body: h2::RecvStream,
+    #[allow(dead_code)]
+    stream: h2::SendStream<Bytes>,
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, h2::Error>>> {
+        let body = &mut self.body;
+        if !body.is_end_stream() {
+            match std::task::ready!(body.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = body.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {}
+            }
         }
-        source = s.source();
+        match std::task::ready!(body.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
     }
-    None
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
 }
 
 /// Opens a server-streaming call on a connection (used by health checking).

@@ -54,3 +54,49 @@ pub fn handle() -> &'static Handle {
 pub fn on_runtime_thread() -> bool {
     Handle::try_current().is_ok()
 }
+
+/// Runs `future` as a task on the runtime and blocks the calling (non-runtime) thread until it
+/// ends. Everything the call does, HTTP/2 included, then happens on the runtime's workers,
+/// where the connection's task and the call's task wake each other without crossing threads;
+/// the caller is woken once, when the result is ready. A panic in the future is re-raised here.
+pub fn run_blocking<F>(future: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use futures_util::FutureExt;
+    use std::panic::AssertUnwindSafe;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    struct Slot<T> {
+        value: Mutex<Option<std::thread::Result<T>>>,
+        done: AtomicBool,
+        waiter: std::thread::Thread,
+    }
+    let slot = Arc::new(Slot {
+        value: Mutex::new(None),
+        done: AtomicBool::new(false),
+        waiter: std::thread::current(),
+    });
+    let filler = slot.clone();
+    handle().spawn(async move {
+        let result = AssertUnwindSafe(future).catch_unwind().await;
+        *filler.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        filler.done.store(true, Ordering::Release);
+        filler.waiter.unpark();
+    });
+    while !slot.done.load(Ordering::Acquire) {
+        std::thread::park();
+    }
+    let result = slot
+        .value
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .expect("run_blocking: a finished task leaves its result");
+    match result {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}

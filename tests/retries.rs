@@ -729,3 +729,83 @@ fn a_connection_lost_after_response_headers_is_unavailable_and_retried() {
     assert_eq!(stat(&c, "attempts"), 2, "{}", c.stats());
     assert_eq!(instance(&c, &dying.addr)["failures"], 1);
 }
+
+fn state_of(c: &Client, addr: &str) -> String {
+    instance(c, addr)["state"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A host that hangs (SIGSTOP: its sockets stay open, nothing answers) is found by HTTP/2
+/// keepalive: the call waiting on it fails over to the other instance instead of waiting for
+/// its deadline, and while the host stays hung it is not READY again.
+#[test]
+fn keepalive_finds_a_hung_instance_and_its_calls_fail_over() {
+    let a = TestServer::start("a", &[]);
+    let b = TestServer::start("b", &[]);
+    let config = json!({
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "methodConfig": [{"name": [{"service": "test.Svc"}], "retryPolicy": retry_policy(3)}]
+    });
+    let c = client_with(
+        &[&a, &b],
+        config,
+        json!({"keepalive_time_ms": 200, "keepalive_timeout_ms": 300}),
+    );
+    assert!(eventually(Duration::from_secs(5), || {
+        state_of(&c, &a.addr) == "READY" && state_of(&c, &b.addr) == "READY"
+    }));
+
+    b.pause();
+    // Round robin sends one of the first calls to b. Without keepalive it would wait out its
+    // 10 s deadline; with it, the connection is declared dead and the call retried on a.
+    for i in 0..6 {
+        assert_eq!(
+            whoami(&c, 10_000).as_deref(),
+            Ok("a"),
+            "call {i}: {}",
+            c.stats()
+        );
+    }
+    let b_stats = instance(&c, &b.addr);
+    assert_ne!(b_stats["state"], "READY", "{b_stats}");
+    // Only the paused TCP connection tells that b hangs: not READY means keepalive found it.
+    assert!(b_stats["failures"].as_u64() <= Some(1), "{b_stats}");
+
+    b.resume();
+    assert!(
+        eventually(Duration::from_secs(10), || state_of(&c, &b.addr) == "READY"),
+        "{}",
+        c.stats()
+    );
+}
+
+/// A connection is READY once the server has answered over HTTP/2: a hung process whose kernel
+/// still accepts TCP connections is never picked.
+#[test]
+fn an_instance_that_accepts_tcp_but_never_answers_is_not_ready() {
+    let a = TestServer::start("a", &[]);
+    let b = TestServer::start("b", &[]);
+    b.pause();
+    let c = client_with(
+        &[&a, &b],
+        json!({"loadBalancingConfig": [{"round_robin": {}}]}),
+        json!({}),
+    );
+    for i in 0..10 {
+        assert_eq!(
+            whoami(&c, 5_000).as_deref(),
+            Ok("a"),
+            "call {i}: {}",
+            c.stats()
+        );
+    }
+    assert_eq!(state_of(&c, &b.addr), "CONNECTING", "{}", c.stats());
+    b.resume();
+    assert!(
+        eventually(Duration::from_secs(10), || state_of(&c, &b.addr) == "READY"),
+        "{}",
+        c.stats()
+    );
+}

@@ -35,8 +35,11 @@ struct Inner {
     resolver: Mutex<ResolverState>,
     picker: ArcSwap<Picker>,
     changed: tokio::sync::watch::Sender<u64>,
-    /// Serializes rebuilds so a slower rebuild never stores an older snapshot over a newer one.
-    rebuilding: Mutex<()>,
+    /// Serializes rebuilds (a slower one never stores an older snapshot over a newer one) and
+    /// holds the (instance, weight) list the current picker was built from: a rebuild that
+    /// would produce the same non-empty list keeps the current picker, so a state change
+    /// elsewhere (a dead instance's reconnect attempts) does not restart the rotation.
+    rebuilding: Mutex<Vec<(usize, u64)>>,
     closed: AtomicBool,
 }
 
@@ -71,7 +74,7 @@ impl Balancer {
                 resolver: Mutex::new(ResolverState::default()),
                 picker: ArcSwap::from_pointee(Picker::empty(Empty::Unresolved(None))),
                 changed,
-                rebuilding: Mutex::new(()),
+                rebuilding: Mutex::new(Vec::new()),
                 closed: AtomicBool::new(false),
             }),
         }
@@ -261,7 +264,7 @@ impl Inner {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        let _serial = self.rebuilding.lock().expect("rebuild lock");
+        let mut built_from = self.rebuilding.lock().expect("rebuild lock");
         let now = now_ms();
         let subs = self.subchannels.lock().expect("subchannels lock").clone();
         let (resolved, resolver_error) = {
@@ -273,6 +276,14 @@ impl Inner {
         } else {
             subs.iter().filter(|s| s.pickable(now)).cloned().collect()
         };
+        let key: Vec<(usize, u64)> = ready
+            .iter()
+            .map(|s| (Arc::as_ptr(s) as usize, s.weight().to_bits()))
+            .collect();
+        if !key.is_empty() && key == *built_from {
+            self.changed.send_modify(|v| *v += 1);
+            return;
+        }
         let empty = if !resolved {
             Empty::Unresolved(resolver_error)
         } else if subs.is_empty() {
@@ -314,6 +325,7 @@ impl Inner {
             self.max_in_flight,
             empty,
         )));
+        *built_from = key;
         self.changed.send_modify(|v| *v += 1);
     }
 }

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::Uri;
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +15,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ConnectBackoff;
 use crate::retry::backoff::Backoff;
 
-pub type Sender = SendRequest<tonic::body::Body>;
+/// A handle for opening streams on one HTTP/2 connection (h2's client, used directly: each
+/// call's request and response are driven by the calling task itself, with no per-request task
+/// or channel hop in between).
+pub type Sender = h2::client::SendRequest<bytes::Bytes>;
 
 /// gRPC connectivity states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -291,32 +292,72 @@ async fn connect(
         .await
         .map_err(|e| format!("connect to {addr}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
     // A large connection window: h2 bounds the small frames it holds unread (responses end
     // with trailers) by half of it, and a burst of thousands of small calls must fit.
-    builder
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(1 << 20)
+    let (sender, mut conn) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
         .initial_connection_window_size(64 << 20)
         .max_frame_size(1 << 16)
-        .max_header_list_size(16 << 20);
-    if let Some(interval) = cfg.keepalive_time {
-        builder
-            .keep_alive_interval(interval)
-            .keep_alive_timeout(cfg.keepalive_timeout)
-            .keep_alive_while_idle(true);
-    }
-    let (sender, conn) = builder
-        .handshake(TokioIo::new(tcp))
+        .max_header_list_size(16 << 20)
+        .handshake::<_, bytes::Bytes>(tcp)
         .await
         .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+    // READY means the server answers over HTTP/2, not only that the kernel took the TCP
+    // connection: a hung process still completes TCP handshakes from its listen backlog. A PING
+    // it acknowledges proves it read our preface and is serving the connection. (The caller
+    // bounds the whole connect attempt with the connect timeout.)
+    let mut pings = conn
+        .ping_pong()
+        .expect("a new connection hands out its PingPong");
+    pings
+        .send_ping(h2::Ping::opaque())
+        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+    tokio::select! {
+        r = &mut conn => {
+            let why = r.err().map(|e| e.to_string()).unwrap_or_else(|| "closed by peer".into());
+            return Err(format!("HTTP/2 handshake with {addr}: {why}"));
+        }
+        r = std::future::poll_fn(|cx| pings.poll_pong(cx)) => {
+            r.map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+        }
+    }
+    let keepalive = cfg
+        .keepalive_time
+        .map(|interval| keepalive(pings, interval, cfg.keepalive_timeout));
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let why = match conn.await {
-            Ok(()) => "closed by peer".to_string(),
-            Err(e) => e.to_string(),
+        let closed = async {
+            match (&mut conn).await {
+                Ok(()) => "closed by peer".to_string(),
+                Err(e) => e.to_string(),
+            }
+        };
+        let why = match keepalive {
+            None => closed.await,
+            Some(keepalive) => tokio::select! {
+                why = closed => why,
+                why = keepalive => why,
+            },
         };
         let _ = tx.send(why);
     });
     Ok((sender, rx))
+}
+
+/// Sends a PING every `interval` (busy or idle, as gRPC's keepalive does) and returns why the
+/// connection is dead once a PONG does not come back within `timeout`. Dropping the connection
+/// (returning from its task) then fails the calls still on it with UNAVAILABLE.
+async fn keepalive(mut pings: h2::PingPong, interval: Duration, timeout: Duration) -> String {
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Err(e) = pings.send_ping(h2::Ping::opaque()) {
+            return format!("keepalive ping: {e}");
+        }
+        let pong = std::future::poll_fn(|cx| pings.poll_pong(cx));
+        match tokio::time::timeout(timeout, pong).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("keepalive ping: {e}"),
+            Err(_) => return format!("keepalive: no PING ack within {} ms", timeout.as_millis()),
+        }
+    }
 }

@@ -335,8 +335,9 @@ pub extern "C" fn gf_invoke_ex(
             return Err(Status::invalid_argument("result_out: must not be NULL"));
         }
         check_blocking_allowed("gf_invoke_ex")?;
-        let result =
-            runtime::handle().block_on(p.client.invoke_full(&p.method, p.request, &p.opts));
+        let result = runtime::run_blocking(async move {
+            p.client.invoke_full(&p.method, p.request, &p.opts).await
+        });
         let status = result.status.clone();
         // SAFETY: checked for NULL.
         unsafe { *result_out = Box::into_raw(Box::new(gf_result::new(result))) };

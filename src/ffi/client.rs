@@ -115,7 +115,8 @@ pub extern "C" fn gf_invoke(
             timeout: timeout(timeout_ms),
             ..CallOptions::default()
         };
-        let reply = runtime::handle().block_on(c.invoke(method, request, &opts))?;
+        let method = method.to_owned();
+        let reply = runtime::run_blocking(async move { c.invoke(&method, request, &opts).await })?;
         // SAFETY: checked for NULL above.
         unsafe { *response_out = gf_bytes::from_vec(reply.to_vec()) };
         Ok(())

@@ -60,6 +60,19 @@ impl TestServer {
         }
     }
 
+    /// SIGSTOP: the process keeps its sockets open but answers nothing (a hung host).
+    pub fn pause(&self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), libc::SIGSTOP);
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), libc::SIGCONT);
+        }
+    }
+
     /// Starts again on the same address with the same flags.
     pub fn restart(&mut self) {
         self.kill();
