@@ -1,17 +1,21 @@
 package grpcfailover
 
 /*
+#include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "grpc_failover.h"
 
-// Completed calls wait in this queue until the dispatcher goroutine takes them: the completion
-// callbacks run on library threads and stay in C (they never enter Go, so a library thread never
-// waits for the Go scheduler). The first completion after the queue was emptied writes a byte to
-// a pipe, whose read end the dispatcher waits on through Go's netpoller.
+// Completion callbacks run on library threads and stay in C: they never enter Go, so a library
+// thread never waits for the Go scheduler. A call's caller waits in one of two ways:
+// - alone in flight, blocked in C on its own thread (gfgo_wait): the callback posts a semaphore;
+// - otherwise as a goroutine: completed calls wait in this queue until the dispatcher goroutine
+//   takes them. The first completion after the queue was emptied writes a byte to a pipe, whose
+//   read end the dispatcher waits on through Go's netpoller.
 typedef struct {
 	uintptr_t handle;
 	int32_t code;
@@ -57,8 +61,10 @@ static void gfgo_push(gfgo_done d) {
 	}
 }
 
-static void gfgo_on_done(void *user_data, int32_t code, const uint8_t *response,
-                         size_t response_len, const char *message) {
+// A completed call's outcome. Calls with call options keep their result (for headers and
+// trailers); calls without copy response and message into one malloc'd block.
+static gfgo_done gfgo_done_plain(uintptr_t handle, int32_t code, const uint8_t *response,
+                                 size_t response_len, const char *message) {
 	size_t message_len = strlen(message);
 	char *block = malloc(response_len + message_len + 1);
 	if (block == NULL) {
@@ -68,19 +74,72 @@ static void gfgo_on_done(void *user_data, int32_t code, const uint8_t *response,
 		memcpy(block, response, response_len);
 	}
 	memcpy(block + response_len, message, message_len + 1);
-	gfgo_done d = {(uintptr_t)user_data, code, block + response_len, (const uint8_t *)block,
+	gfgo_done d = {handle, code, block + response_len, (const uint8_t *)block,
 	               response_len, NULL, block, 0, 0};
-	gfgo_push(d);
+	return d;
 }
 
-static void gfgo_on_result(void *user_data, gf_result *result) {
-	gfgo_done d = {(uintptr_t)user_data, 0, NULL, NULL, 0, result, NULL, 0, 0};
+static gfgo_done gfgo_done_result(uintptr_t handle, gf_result *result) {
+	gfgo_done d = {handle, 0, NULL, NULL, 0, result, NULL, 0, 0};
 	d.code = gf_result_code(result);
 	d.message = gf_result_message(result);
 	d.response = gf_result_response(result, &d.response_len);
 	d.headers = gf_result_header_count(result);
 	d.trailers = gf_result_trailer_count(result);
-	gfgo_push(d);
+	return d;
+}
+
+static void gfgo_on_done(void *user_data, int32_t code, const uint8_t *response,
+                         size_t response_len, const char *message) {
+	gfgo_push(gfgo_done_plain((uintptr_t)user_data, code, response, response_len, message));
+}
+
+static void gfgo_on_result(void *user_data, gf_result *result) {
+	gfgo_push(gfgo_done_result((uintptr_t)user_data, result));
+}
+
+// A call whose caller waits on its own thread, blocked in gfgo_wait: the completion callback
+// hands the outcome over and posts the semaphore, waking that thread directly.
+typedef struct {
+	sem_t posted;
+	gfgo_done done;
+} gfgo_waiter;
+
+static void gfgo_on_done_wake(void *user_data, int32_t code, const uint8_t *response,
+                              size_t response_len, const char *message) {
+	gfgo_waiter *w = user_data;
+	w->done = gfgo_done_plain(0, code, response, response_len, message);
+	sem_post(&w->posted);
+}
+
+static void gfgo_on_result_wake(void *user_data, gf_result *result) {
+	gfgo_waiter *w = user_data;
+	w->done = gfgo_done_result(0, result);
+	sem_post(&w->posted);
+}
+
+static gfgo_waiter *gfgo_waiter_new(void) {
+	gfgo_waiter *w = malloc(sizeof *w);
+	if (w == NULL) {
+		abort();
+	}
+	sem_init(&w->posted, 0, 0);
+	return w;
+}
+
+static void gfgo_waiter_free(gfgo_waiter *w) {
+	sem_destroy(&w->posted);
+	free(w);
+}
+
+// Blocks until the call completes; frees the waiter and returns the outcome (release it with
+// gfgo_release).
+static gfgo_done gfgo_wait(gfgo_waiter *w) {
+	while (sem_wait(&w->posted) != 0 && errno == EINTR) {
+	}
+	gfgo_done d = w->done;
+	gfgo_waiter_free(w);
+	return d;
 }
 
 // The dispatcher's batch, in C memory: cgo checks Go memory passed to C on every call.
@@ -112,15 +171,30 @@ typedef struct {
 	gf_call *call;
 	int32_t code;
 	char *error;
+	// Set when the caller waits on its thread (handle 0): pass it to gfgo_wait.
+	gfgo_waiter *waiter;
 } gfgo_start;
 
-// Starts a call without call options.
+// Starts a call without call options. handle 0: the caller waits in gfgo_wait; otherwise the
+// outcome goes to the dispatcher's queue with this handle.
 static gfgo_start gfgo_invoke(gf_client *client, const char *method, const uint8_t *request,
                               size_t request_len, uint32_t timeout_ms, uintptr_t handle,
                               int want_call) {
-	gfgo_start s = {NULL, 0, NULL};
-	s.code = gf_invoke_async(client, method, request, request_len, timeout_ms, gfgo_on_done,
-	                         (void *)handle, want_call ? &s.call : NULL, &s.error);
+	gfgo_start s = {NULL, 0, NULL, NULL};
+	gf_callback cb = gfgo_on_done;
+	void *user_data = (void *)handle;
+	if (handle == 0) {
+		s.waiter = gfgo_waiter_new();
+		cb = gfgo_on_done_wake;
+		user_data = s.waiter;
+	}
+	s.code = gf_invoke_async(client, method, request, request_len, timeout_ms, cb, user_data,
+	                         want_call ? &s.call : NULL, &s.error);
+	if (s.code != 0 && s.waiter != NULL) {
+		// Rejected: the callback never runs.
+		gfgo_waiter_free(s.waiter);
+		s.waiter = NULL;
+	}
 	return s;
 }
 
@@ -131,7 +205,7 @@ static gfgo_start gfgo_invoke_ex(gf_client *client, const char *method, const ui
                                  size_t request_len, uint32_t timeout_ms, int32_t wait_for_ready,
                                  const char *md, const size_t *md_index, size_t md_count,
                                  uintptr_t handle, int want_call) {
-	gfgo_start s = {NULL, 0, NULL};
+	gfgo_start s = {NULL, 0, NULL, NULL};
 	gf_call_options *o = gf_call_options_new();
 	gf_call_options_set_timeout_ms(o, timeout_ms);
 	gf_call_options_set_wait_for_ready(o, wait_for_ready);
@@ -144,9 +218,20 @@ static gfgo_start gfgo_invoke_ex(gf_client *client, const char *method, const ui
 			return s;
 		}
 	}
-	s.code = gf_invoke_async_ex(client, method, request, request_len, o, gfgo_on_result,
-	                            (void *)handle, want_call ? &s.call : NULL, &s.error);
+	gf_result_callback cb = gfgo_on_result;
+	void *user_data = (void *)handle;
+	if (handle == 0) {
+		s.waiter = gfgo_waiter_new();
+		cb = gfgo_on_result_wake;
+		user_data = s.waiter;
+	}
+	s.code = gf_invoke_async_ex(client, method, request, request_len, o, cb, user_data,
+	                            want_call ? &s.call : NULL, &s.error);
 	gf_call_options_free(o);
+	if (s.code != 0 && s.waiter != NULL) {
+		gfgo_waiter_free(s.waiter);
+		s.waiter = NULL;
+	}
 	return s;
 }
 
@@ -200,6 +285,7 @@ import (
 	"runtime"
 	"runtime/cgo"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -371,6 +457,12 @@ func dispatch(wake *os.File) {
 // complete copies a call's outcome into its pending and wakes the caller.
 func complete(d *C.gfgo_done) {
 	p := cgo.Handle(d.handle).Value().(*pending)
+	p.fill(d)
+	p.done <- struct{}{}
+}
+
+// fill copies a call's outcome into Go memory.
+func (p *pending) fill(d *C.gfgo_done) {
 	p.code = Code(d.code)
 	if p.code == OK {
 		p.response = C.GoBytes(unsafe.Pointer(d.response), C.int(d.response_len))
@@ -383,7 +475,6 @@ func complete(d *C.gfgo_done) {
 	if p.wantTrailer {
 		p.trailer = readMetadata(d.result, 1, int(d.trailers))
 	}
-	p.done <- struct{}{}
 }
 
 func readMetadata(r *C.gf_result, trailer C.int, n int) Metadata {
@@ -444,13 +535,22 @@ func (c *Client) Invoke(ctx context.Context, method string, request []byte, opts
 	}
 	p := pendingPool.Get().(*pending)
 	p.wantHeader, p.wantTrailer = cfg.header != nil, cfg.trailer != nil
-	h := cgo.NewHandle(p)
+	onThread := inFlight.Add(1) == 1 && !forceDispatcher
+	defer inFlight.Add(-1)
+	var handle C.uintptr_t
+	var h cgo.Handle
+	if !onThread {
+		h = cgo.NewHandle(p)
+		handle = C.uintptr_t(h)
+	}
 
 	c.mu.RLock()
 	ptr := c.ptr
 	if ptr == nil {
 		c.mu.RUnlock()
-		h.Delete()
+		if !onThread {
+			h.Delete()
+		}
 		p.release()
 		return nil, errClosed()
 	}
@@ -458,37 +558,30 @@ func (c *Client) Invoke(ctx context.Context, method string, request []byte, opts
 	var s C.gfgo_start
 	if cfg.plain() {
 		s = C.gfgo_invoke(ptr, (*C.char)(unsafe.Pointer(&cmethod[0])), creq, C.size_t(len(request)),
-			timeoutMs, C.uintptr_t(h), wantCall)
+			timeoutMs, handle, wantCall)
 	} else {
 		s = C.gfgo_invoke_ex(ptr, (*C.char)(unsafe.Pointer(&cmethod[0])), creq, C.size_t(len(request)),
 			timeoutMs, C.int32_t(cfg.waitForReady), cmd, cindex, C.size_t(len(index)/3),
-			C.uintptr_t(h), wantCall)
+			handle, wantCall)
 	}
 	stressPoint(unsafe.Pointer(ptr))
 	c.mu.RUnlock()
 	if s.code != 0 {
 		// Rejected: the call never completes.
-		h.Delete()
+		if !onThread {
+			h.Delete()
+		}
 		p.release()
 		return nil, newStatusError(Code(s.code), takeCString(s.error))
 	}
 
-	cancelled := false
-	if done == nil {
-		<-p.done
+	var cancelled bool
+	if onThread {
+		cancelled = waitOnThread(ctx, s, p)
 	} else {
-		select {
-		case <-p.done:
-		case <-done:
-			C.gf_call_cancel(s.call)
-			cancelled = true
-			// Every started call completes exactly once, also a cancelled one; p is reused only
-			// after that.
-			<-p.done
-		}
-		C.gf_call_free(s.call)
+		cancelled = waitForDispatcher(done, s, p)
+		h.Delete()
 	}
-	h.Delete()
 	// The client must stay reachable until the call is over: its finalizer would close it and
 	// end the call with Canceled.
 	stressPoint(unsafe.Pointer(ptr))
@@ -515,6 +608,65 @@ func (c *Client) Invoke(ctx context.Context, method string, request []byte, opts
 		err.cause = context.DeadlineExceeded
 	}
 	return nil, err
+}
+
+// Calls in flight on all clients. A call started when no other is in flight waits blocked in C
+// on its own thread, which the library wakes directly: the shortest hand-off, and the one that
+// matters when calls run one after another. A call that overlaps others waits as a goroutine
+// for the dispatcher instead, so that concurrent calls hold no threads and no Ps.
+var inFlight atomic.Int32
+
+// forceDispatcher sends every call through the dispatcher (the tests of that path set it).
+var forceDispatcher bool
+
+// waitOnThread blocks this goroutine's thread in C until the call completes, cancelling the call
+// if the context ends first. Reports whether it cancelled.
+func waitOnThread(ctx context.Context, s C.gfgo_start, p *pending) bool {
+	call := s.call
+	var stop func() bool
+	var cancelReturned atomic.Bool
+	if call != nil {
+		stop = context.AfterFunc(ctx, func() {
+			C.gf_call_cancel(call)
+			cancelReturned.Store(true)
+		})
+	}
+	d := C.gfgo_wait(s.waiter)
+	p.fill(&d)
+	C.gfgo_release(&d, 1)
+	cancelled := false
+	if stop != nil {
+		if !stop() {
+			// The context ended: the cancel func runs or ran; the handle is freed after it.
+			cancelled = true
+			for !cancelReturned.Load() {
+				runtime.Gosched()
+			}
+		}
+		C.gf_call_free(call)
+	}
+	return cancelled
+}
+
+// waitForDispatcher waits as a goroutine for the dispatcher to complete the call, cancelling the
+// call if done closes first. Reports whether it cancelled.
+func waitForDispatcher(done <-chan struct{}, s C.gfgo_start, p *pending) bool {
+	if done == nil {
+		<-p.done
+		return false
+	}
+	cancelled := false
+	select {
+	case <-p.done:
+	case <-done:
+		C.gf_call_cancel(s.call)
+		cancelled = true
+		// Every started call completes exactly once, also a cancelled one; p is reused only
+		// after that.
+		<-p.done
+	}
+	C.gf_call_free(s.call)
+	return cancelled
 }
 
 // encodeMetadata lays out key/value pairs as gfgo_invoke reads them.

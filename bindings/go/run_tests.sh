@@ -34,6 +34,9 @@ done
 for m in "${modules[@]}"; do
     (cd "$m" && run go test -count=1 -timeout 120s ./...)
 done
+# A call with no other in flight waits on its own thread, one that overlaps others waits for the
+# dispatcher goroutine: run the binding's suite once more with every call on the dispatcher.
+run env GRPCFAILOVER_TEST_DISPATCHER_ONLY=1 go test -count=1 -timeout 120s .
 for m in "${modules[@]}"; do
     (cd "$m" && run go test -count=1 -timeout 180s -race ./...)
 done

@@ -327,7 +327,7 @@ async fn connect(
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let closed = async {
-            match (&mut conn).await {
+            match coalesced(&mut conn).await {
                 Ok(()) => "closed by peer".to_string(),
                 Err(e) => e.to_string(),
             }
@@ -342,6 +342,41 @@ async fn connect(
         let _ = tx.send(why);
     });
     Ok((sender, rx))
+}
+
+/// Drives a connection so that it writes in batches: when woken (a call queued a request, or
+/// data arrived), it first lets the other tasks that are ready on its worker run, and only then
+/// polls the connection, which writes everything queued meanwhile in one system call. At low
+/// load nothing else is ready and the connection runs at once; under load, requests from many
+/// calls share a write, and the server reads them together.
+async fn coalesced<F: std::future::Future + Unpin>(mut conn: F) -> F::Output {
+    use std::task::Poll;
+    loop {
+        // Deferred until the worker has nothing else to run (tokio's yield, which unlike a
+        // self-wake does not ask another worker to come and steal the task).
+        tokio::task::yield_now().await;
+        let polled = std::future::poll_fn(|cx| {
+            Poll::Ready(match std::pin::Pin::new(&mut conn).poll(cx) {
+                Poll::Ready(out) => Some(out),
+                Poll::Pending => None,
+            })
+        })
+        .await;
+        if let Some(out) = polled {
+            return out;
+        }
+        // Sleep until the connection's own wake-up (it registered this task's waker above).
+        let mut slept = false;
+        std::future::poll_fn(|_| {
+            if slept {
+                Poll::Ready(())
+            } else {
+                slept = true;
+                Poll::Pending
+            }
+        })
+        .await;
+    }
 }
 
 /// Sends a PING every `interval` (busy or idle, as gRPC's keepalive does) and returns why the

@@ -127,7 +127,7 @@ fn spawn(p: Prepared, call_out: *mut *mut gf_call, done: impl FnOnce(CallResult)
         // SAFETY: checked for NULL.
         unsafe { *call_out = handle };
     }
-    runtime::handle().spawn(async move {
+    runtime::spawn(async move {
         let result = p
             .client
             .invoke_cancellable(&p.method, p.request, &p.opts, Some(&cancel))
