@@ -217,7 +217,9 @@ void gf_call_options_set_wait_for_ready(struct gf_call_options *options,
 
 /**
  * Adds one request metadata entry. `key` is lower-case ASCII (a-z 0-9 - _ .), not starting
- * with "grpc-"; keys ending in "-bin" take any bytes, other values must be printable ASCII.
+ * with "grpc-" and not an HTTP/1 connection header (connection, keep-alive, proxy-connection,
+ * transfer-encoding, upgrade, te); keys ending in "-bin" take any bytes, other values must be
+ * printable ASCII.
  * `value` may be NULL when `value_len` is 0. Both are copied. Returns 0 or 3 INVALID_ARGUMENT
  * (`error_out` as in `gf_connect`).
  */

@@ -52,6 +52,12 @@ pub fn validate_metadata(key: &str, value: &[u8]) -> Result<(), Status> {
     if key.starts_with("grpc-") {
         return Err(bad("grpc- keys are reserved"));
     }
+    if matches!(
+        key,
+        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "upgrade" | "te"
+    ) {
+        return Err(bad("connection-specific headers are not allowed in HTTP/2"));
+    }
     if !key.ends_with("-bin") && !value.iter().all(|b| (0x20..=0x7e).contains(b)) {
         return Err(bad(
             "a value must be printable ASCII unless the key ends in -bin",
@@ -236,7 +242,11 @@ fn from_status(
     let committed = committed && !lost;
     let (code, message, transparent) = match source_is_conn {
         Some(e) => (
-            Code::Unavailable,
+            if e.connection {
+                Code::Unavailable
+            } else {
+                Code::Internal
+            },
             format!("{}: {}", sc.addr, e.message),
             e.never_sent,
         ),
@@ -356,6 +366,25 @@ pub struct ConnError {
     pub message: String,
     /// The request certainly did not reach the server.
     pub never_sent: bool,
+    /// The connection failed (UNAVAILABLE); otherwise h2 rejected the request itself (INTERNAL).
+    pub connection: bool,
+}
+
+impl ConnError {
+    /// From an h2 error; `never_sent` is kept only for connection failures (a request h2
+    /// rejected as malformed would be rejected on every connection).
+    fn new(e: h2::Error, never_sent: bool) -> ConnError {
+        let connection = e.is_io() || e.is_go_away() || e.is_remote() || e.reason().is_some();
+        ConnError {
+            message: if connection {
+                format!("connection closed: {e}")
+            } else {
+                format!("request rejected by HTTP/2: {e}")
+            },
+            never_sent: never_sent && connection,
+            connection,
+        }
+    }
 }
 
 impl std::fmt::Display for ConnError {
@@ -378,10 +407,7 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
-        self.0.poll_ready(cx).map_err(|e| ConnError {
-            message: format!("connection closed: {e}"),
-            never_sent: true,
-        })
+        self.0.poll_ready(cx).map_err(|e| ConnError::new(e, true))
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> ResponseFuture {
@@ -396,25 +422,25 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
                 .await
                 .map_err(|e| ConnError {
                     message: format!("encoding the request: {e}"),
-                    never_sent: true,
+                    never_sent: false,
+                    connection: false,
                 })?
                 .to_bytes();
-            let not_sent = |e: h2::Error| ConnError {
-                message: format!("connection closed: {e}"),
-                never_sent: true,
-            };
             let (response, mut stream) = sender
                 .send_request(http::Request::from_parts(parts, ()), bytes.is_empty())
-                .map_err(not_sent)?;
+                .map_err(|e| ConnError::new(e, true))?;
             if !bytes.is_empty() {
-                stream.send_data(bytes, true).map_err(not_sent)?;
+                // HEADERS may have left already: not certainly unsent.
+                stream
+                    .send_data(bytes, true)
+                    .map_err(|e| ConnError::new(e, false))?;
             }
-            let response = response.await.map_err(|e| ConnError {
+            let response = response.await.map_err(|e| {
                 // A stream the server refused, or one above a GOAWAY's last stream id, was
                 // never processed: retrying it is safe (gRFC A6 transparent retry).
-                never_sent: e.reason() == Some(h2::Reason::REFUSED_STREAM)
-                    || (e.is_go_away() && e.is_remote()),
-                message: e.to_string(),
+                let unprocessed = e.reason() == Some(h2::Reason::REFUSED_STREAM)
+                    || (e.is_go_away() && e.is_remote());
+                ConnError::new(e, unprocessed)
             })?;
             Ok(response.map(|body| ResponseBody { body, stream }))
         })

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -808,4 +808,113 @@ fn an_instance_that_accepts_tcp_but_never_answers_is_not_ready() {
         "{}",
         c.stats()
     );
+}
+
+/// A server that answers `/test.Svc/Whoami` with "drain" and holds `/test.Svc/Slow` until
+/// `release` fires; `drain` makes every open connection shut down gracefully (GOAWAY, open
+/// streams finish). Counts its connections.
+struct DrainingServer {
+    addr: String,
+    drain: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+    slow_started: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+}
+
+fn draining_server() -> DrainingServer {
+    use http_body_util::BodyExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let server = DrainingServer {
+        addr: listener.local_addr().unwrap().to_string(),
+        drain: Arc::default(),
+        release: Arc::default(),
+        slow_started: Arc::default(),
+        connections: Arc::default(),
+    };
+    let (drain, release) = (server.drain.clone(), server.release.clone());
+    let (slow_started, connections) = (server.slow_started.clone(), server.connections.clone());
+    grpc_failover::runtime::handle().spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            connections.fetch_add(1, Ordering::SeqCst);
+            let (drain, release, slow_started) =
+                (drain.clone(), release.clone(), slow_started.clone());
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (release, slow_started) = (release.clone(), slow_started.clone());
+                        async move {
+                            let slow = req.uri().path() == "/test.Svc/Slow";
+                            let _ = req.into_body().collect().await;
+                            if slow {
+                                let released = release.notified();
+                                slow_started.fetch_add(1, Ordering::SeqCst);
+                                released.await;
+                            }
+                            let mut message = vec![0u8, 0, 0, 0, 5];
+                            message.extend_from_slice(b"drain");
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                            let frames = futures_util::stream::iter([
+                                Ok::<_, std::convert::Infallible>(http_body::Frame::data(
+                                    Bytes::from(message),
+                                )),
+                                Ok(http_body::Frame::trailers(trailers)),
+                            ]);
+                            http::Response::builder()
+                                .header("content-type", "application/grpc")
+                                .body(http_body_util::StreamBody::new(frames))
+                        }
+                    });
+                let conn =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = drain.notified() => conn.as_mut().graceful_shutdown(),
+                }
+                let _ = conn.await;
+            });
+        }
+    });
+    server
+}
+
+/// A server that shuts a connection down gracefully (GOAWAY) while a call is still running on
+/// it: the call finishes there, and new calls go over a new connection at once instead of
+/// failing against the draining one.
+#[test]
+fn after_a_goaway_new_calls_use_a_new_connection_while_old_calls_finish() {
+    let server = draining_server();
+    let c = Client::connect(&format!("static:///{}", server.addr), options("{}")).unwrap();
+    assert_eq!(
+        call(&c, "/test.Svc/Whoami", b"", 5000).as_deref(),
+        Ok(&b"drain"[..])
+    );
+
+    let slow_client = c.clone();
+    let slow = std::thread::spawn(move || call(&slow_client, "/test.Svc/Slow", b"", 30_000));
+    assert!(eventually(Duration::from_secs(5), || server
+        .slow_started
+        .load(Ordering::SeqCst)
+        == 1));
+    server.drain.notify_waiters();
+
+    for i in 0..20 {
+        assert_eq!(
+            call(&c, "/test.Svc/Whoami", b"", 5000).as_deref(),
+            Ok(&b"drain"[..]),
+            "call {i} after the GOAWAY: {}",
+            c.stats()
+        );
+    }
+    assert_eq!(server.connections.load(Ordering::SeqCst), 2);
+    assert!(!slow.is_finished(), "the slow call waits for its release");
+    server.release.notify_waiters();
+    assert_eq!(slow.join().unwrap().as_deref(), Ok(&b"drain"[..]));
 }

@@ -123,7 +123,9 @@ static gfgo_waiter *gfgo_waiter_new(void) {
 	if (w == NULL) {
 		abort();
 	}
-	sem_init(&w->posted, 0, 0);
+	if (sem_init(&w->posted, 0, 0) != 0) {
+		abort();
+	}
 	return w;
 }
 
@@ -135,7 +137,10 @@ static void gfgo_waiter_free(gfgo_waiter *w) {
 // Blocks until the call completes; frees the waiter and returns the outcome (release it with
 // gfgo_release).
 static gfgo_done gfgo_wait(gfgo_waiter *w) {
-	while (sem_wait(&w->posted) != 0 && errno == EINTR) {
+	while (sem_wait(&w->posted) != 0) {
+		if (errno != EINTR) {
+			abort();
+		}
 	}
 	gfgo_done d = w->done;
 	gfgo_waiter_free(w);
@@ -598,7 +603,8 @@ func (c *Client) Invoke(ctx context.Context, method string, request []byte, opts
 	if code == OK {
 		return response, nil
 	}
-	if cancelled {
+	// A call that ended on its own just as the context ended keeps its own status.
+	if cancelled && (code == Canceled || code == DeadlineExceeded) {
 		return nil, contextError(ctx.Err())
 	}
 	err := newStatusError(code, message)

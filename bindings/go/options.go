@@ -172,8 +172,10 @@ func (f callOptionFunc) apply(c *callConfig) { f(c) }
 // ending in "-bin" are raw bytes.
 type Metadata map[string][]string
 
-// WithMetadata sends request metadata with the call. Keys are lower-case ASCII (a-z 0-9 - _ .)
-// not starting with "grpc-"; an invalid entry fails the call with InvalidArgument.
+// WithMetadata sends request metadata with the call. Keys are lower-case ASCII (a-z 0-9 - _ .),
+// not starting with "grpc-" and not an HTTP/1 connection header (connection, keep-alive,
+// proxy-connection, transfer-encoding, upgrade, te); an invalid entry fails the call with
+// InvalidArgument.
 func WithMetadata(md Metadata) CallOption {
 	return callOptionFunc(func(c *callConfig) {
 		for k, vs := range md {

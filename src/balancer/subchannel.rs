@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -299,6 +300,7 @@ async fn connect(
         .initial_connection_window_size(64 << 20)
         .max_frame_size(1 << 16)
         .max_header_list_size(16 << 20)
+        .enable_push(false)
         .handshake::<_, bytes::Bytes>(tcp)
         .await
         .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
@@ -324,41 +326,78 @@ async fn connect(
     let keepalive = cfg
         .keepalive_time
         .map(|interval| keepalive(pings, interval, cfg.keepalive_timeout));
-    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    let probe = sender.clone();
     tokio::spawn(async move {
-        let closed = async {
-            match coalesced(&mut conn).await {
-                Ok(()) => "closed by peer".to_string(),
-                Err(e) => e.to_string(),
+        let mut tx = Some(tx);
+        let mut probe = Some(probe);
+        let why = {
+            let closed = async {
+                let ended = coalesced(&mut conn, |cx| {
+                    // The subchannel stopped listening (shut down): let the connection end
+                    // once its calls are done.
+                    if tx.as_mut().is_some_and(|t| t.poll_closed(cx).is_ready()) {
+                        probe = None;
+                    }
+                    // After a GOAWAY (or a connection error) h2 refuses new streams, while the
+                    // ones already open may run on for a long time: tell the subchannel now, so
+                    // that it reconnects and new calls go elsewhere, and keep driving the
+                    // connection for the calls on it.
+                    if let Some(Poll::Ready(Err(e))) = probe.as_mut().map(|p| p.poll_ready(cx)) {
+                        probe = None;
+                        if let Some(t) = tx.take() {
+                            let _ = t.send(format!("the server is closing the connection: {e}"));
+                        }
+                    }
+                })
+                .await;
+                match ended {
+                    Ok(()) => "closed by peer".to_string(),
+                    Err(e) => e.to_string(),
+                }
+            };
+            match keepalive {
+                None => closed.await,
+                Some(keepalive) => tokio::select! {
+                    why = closed => why,
+                    why = keepalive => why,
+                },
             }
         };
-        let why = match keepalive {
-            None => closed.await,
-            Some(keepalive) => tokio::select! {
-                why = closed => why,
-                why = keepalive => why,
-            },
-        };
-        let _ = tx.send(why);
+        // Dropped before the subchannel hears of it: a call that picks this connection in
+        // between fails to open its stream (never sent, so retried at once) instead of
+        // starting one on a dead connection.
+        drop(conn);
+        drop(probe);
+        if let Some(t) = tx.take() {
+            let _ = t.send(why);
+        }
     });
     Ok((sender, rx))
 }
 
 /// Drives a connection so that it writes in batches: when woken (a call queued a request, or
 /// data arrived), it first lets the other tasks that are ready on its worker run, and only then
-/// polls the connection, which writes everything queued meanwhile in one system call. At low
-/// load nothing else is ready and the connection runs at once; under load, requests from many
-/// calls share a write, and the server reads them together.
-async fn coalesced<F: std::future::Future + Unpin>(mut conn: F) -> F::Output {
-    use std::task::Poll;
+/// polls the connection, which writes what was queued meanwhile together. At low load nothing
+/// else is ready and the connection runs at once; under load, requests from many calls share a
+/// write, and the server reads them together. The price is that reads (responses, PONGs,
+/// window updates) wait behind the tasks ahead of them too. `after_pending` runs after every
+/// poll that leaves the connection open.
+async fn coalesced<F: std::future::Future + Unpin>(
+    mut conn: F,
+    mut after_pending: impl FnMut(&mut std::task::Context<'_>),
+) -> F::Output {
     loop {
-        // Deferred until the worker has nothing else to run (tokio's yield, which unlike a
-        // self-wake does not ask another worker to come and steal the task).
+        // Deferred until the worker has run the tasks ready before it (tokio's yield, which
+        // unlike a self-wake does not ask another worker to come and steal the task).
         tokio::task::yield_now().await;
         let polled = std::future::poll_fn(|cx| {
             Poll::Ready(match std::pin::Pin::new(&mut conn).poll(cx) {
                 Poll::Ready(out) => Some(out),
-                Poll::Pending => None,
+                Poll::Pending => {
+                    after_pending(cx);
+                    None
+                }
             })
         })
         .await;
@@ -379,7 +418,8 @@ async fn coalesced<F: std::future::Future + Unpin>(mut conn: F) -> F::Output {
     }
 }
 
-/// Sends a PING every `interval` (busy or idle, as gRPC's keepalive does) and returns why the
+/// Sends a PING every `interval`, also while no call is in flight (grpc-go's client does so only
+/// with PermitWithoutStream; servers may limit how often they accept pings) and returns why the
 /// connection is dead once a PONG does not come back within `timeout`. Dropping the connection
 /// (returning from its task) then fails the calls still on it with UNAVAILABLE.
 async fn keepalive(mut pings: h2::PingPong, interval: Duration, timeout: Duration) -> String {

@@ -1616,6 +1616,12 @@ static void test_metadata_invalid(void)
         {"x-Echo-foo", "bar", 3, "x-Echo-foo"},
         {"grpc-foo", "bar", 3, "grpc-foo"},
         {"grpc-timeout", "1S", 2, "grpc-timeout"},
+        /* HTTP/1 connection headers: HTTP/2 forbids them. */
+        {"connection", "close", 5, "connection"},
+        {"keep-alive", "5", 1, "keep-alive"},
+        {"transfer-encoding", "chunked", 7, "transfer-encoding"},
+        {"upgrade", "h2c", 3, "upgrade"},
+        {"te", "gzip", 4, "te"},
         {"x-echo-ctl", "a\x01" "b", 3, "x-echo-ctl"},
         {"x-echo-nl", "a\nb", 3, "x-echo-nl"},
         {"x-echo-del", "a\x7f", 2, "x-echo-del"},
