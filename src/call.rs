@@ -414,9 +414,9 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
         let mut sender = self.0.clone();
         Box::pin(async move {
             // A unary request is one message: collect it and queue HEADERS and one DATA frame
-            // with END_STREAM together, so they leave in one write. Sent as tonic streams it
-            // (a DATA frame, then an empty one), a burst of small calls trips h2's limit on
-            // pending small frames (GOAWAY ENHANCE_YOUR_CALM) at the server.
+            // with END_STREAM back to back, so they normally leave in one write. Sent as tonic
+            // streams it (a DATA frame, then an empty one), a burst of small calls trips h2's
+            // limit on pending small frames (GOAWAY ENHANCE_YOUR_CALM) at the server.
             let (parts, body) = req.into_parts();
             let bytes = http_body_util::BodyExt::collect(body)
                 .await

@@ -333,7 +333,7 @@ async fn connect(
         let mut probe = Some(probe);
         let why = {
             let closed = async {
-                let ended = coalesced(&mut conn, |cx| {
+                let ended = drive(&mut conn, |cx| {
                     // The subchannel stopped listening (shut down): let the connection end
                     // once its calls are done.
                     if tx.as_mut().is_some_and(|t| t.poll_closed(cx).is_ready()) {
@@ -376,46 +376,19 @@ async fn connect(
     Ok((sender, rx))
 }
 
-/// Drives a connection so that it writes in batches: when woken (a call queued a request, or
-/// data arrived), it first lets the other tasks that are ready on its worker run, and only then
-/// polls the connection, which writes what was queued meanwhile together. At low load nothing
-/// else is ready and the connection runs at once; under load, requests from many calls share a
-/// write, and the server reads them together. The price is that reads (responses, PONGs,
-/// window updates) wait behind the tasks ahead of them too. `after_pending` runs after every
-/// poll that leaves the connection open.
-async fn coalesced<F: std::future::Future + Unpin>(
+/// Drives a connection to its end; `after_pending` runs after every poll that leaves it open.
+async fn drive<F: std::future::Future + Unpin>(
     mut conn: F,
     mut after_pending: impl FnMut(&mut std::task::Context<'_>),
 ) -> F::Output {
-    loop {
-        // Deferred until the worker has run the tasks ready before it (tokio's yield, which
-        // unlike a self-wake does not ask another worker to come and steal the task).
-        tokio::task::yield_now().await;
-        let polled = std::future::poll_fn(|cx| {
-            Poll::Ready(match std::pin::Pin::new(&mut conn).poll(cx) {
-                Poll::Ready(out) => Some(out),
-                Poll::Pending => {
-                    after_pending(cx);
-                    None
-                }
-            })
-        })
-        .await;
-        if let Some(out) = polled {
-            return out;
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut conn).poll(cx) {
+        Poll::Ready(out) => Poll::Ready(out),
+        Poll::Pending => {
+            after_pending(cx);
+            Poll::Pending
         }
-        // Sleep until the connection's own wake-up (it registered this task's waker above).
-        let mut slept = false;
-        std::future::poll_fn(|_| {
-            if slept {
-                Poll::Ready(())
-            } else {
-                slept = true;
-                Poll::Pending
-            }
-        })
-        .await;
-    }
+    })
+    .await
 }
 
 /// Sends a PING every `interval`, also while no call is in flight (grpc-go's client does so only
