@@ -442,7 +442,10 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
                     || (e.is_go_away() && e.is_remote());
                 ConnError::new(e, unprocessed)
             })?;
-            Ok(response.map(|body| ResponseBody { body, stream }))
+            Ok(response.map(|body| ResponseBody {
+                body,
+                _request: stream,
+            }))
         })
     }
 }
@@ -451,8 +454,7 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
 /// taken. It keeps the request side of the stream too: dropping both resets the stream.
 struct ResponseBody {
     body: h2::RecvStream,
-    #[allow(dead_code)]
-    stream: h2::SendStream<Bytes>,
+    _request: h2::SendStream<Bytes>,
 }
 
 impl http_body::Body for ResponseBody {

@@ -371,43 +371,54 @@ fn a_failure_after_response_headers_is_committed_and_not_retried() {
 /// only echoes `x-echo-` metadata, so it cannot show a `grpc-` header.
 type Recorded = Arc<Mutex<Vec<(Instant, Option<String>)>>>;
 
-fn recording_server() -> (String, Recorded) {
-    use http_body_util::BodyExt;
-    let seen: Recorded = Arc::default();
+/// Listens on a free loopback port (on the library's runtime) and runs `on_connection` as a task
+/// for every connection accepted. Returns the address.
+fn serve_loopback<F, Fut>(on_connection: F) -> String
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let record = seen.clone();
     grpc_failover::runtime::handle().spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let record = record.clone();
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let record = record.clone();
-                        async move {
-                            let previous = req
-                                .headers()
-                                .get("grpc-previous-rpc-attempts")
-                                .map(|v| v.to_str().unwrap_or("?").to_string());
-                            record.lock().unwrap().push((Instant::now(), previous));
-                            let _ = req.into_body().collect().await;
-                            http::Response::builder()
-                                .header("content-type", "application/grpc")
-                                .header("grpc-status", "14")
-                                .header("grpc-message", "recorded")
-                                .body(http_body_util::Empty::<Bytes>::new())
-                        }
-                    });
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-            });
+            if let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(on_connection(stream));
+            }
+        }
+    });
+    addr
+}
+
+fn recording_server() -> (String, Recorded) {
+    use http_body_util::BodyExt;
+    let seen: Recorded = Arc::default();
+    let record = seen.clone();
+    let addr = serve_loopback(move |stream| {
+        let record = record.clone();
+        async move {
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let record = record.clone();
+                    async move {
+                        let previous = req
+                            .headers()
+                            .get("grpc-previous-rpc-attempts")
+                            .map(|v| v.to_str().unwrap_or("?").to_string());
+                        record.lock().unwrap().push((Instant::now(), previous));
+                        let _ = req.into_body().collect().await;
+                        http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .header("grpc-status", "14")
+                            .header("grpc-message", "recorded")
+                            .body(http_body_util::Empty::<Bytes>::new())
+                    }
+                });
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
         }
     });
     (addr, seen)
@@ -823,66 +834,64 @@ struct DrainingServer {
 
 fn draining_server() -> DrainingServer {
     use http_body_util::BodyExt;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let server = DrainingServer {
-        addr: listener.local_addr().unwrap().to_string(),
-        drain: Arc::default(),
-        release: Arc::default(),
-        slow_started: Arc::default(),
-        connections: Arc::default(),
-    };
-    let (drain, release) = (server.drain.clone(), server.release.clone());
-    let (slow_started, connections) = (server.slow_started.clone(), server.connections.clone());
-    grpc_failover::runtime::handle().spawn(async move {
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            connections.fetch_add(1, Ordering::SeqCst);
-            let (drain, release, slow_started) =
-                (drain.clone(), release.clone(), slow_started.clone());
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (release, slow_started) = (release.clone(), slow_started.clone());
-                        async move {
-                            let slow = req.uri().path() == "/test.Svc/Slow";
-                            let _ = req.into_body().collect().await;
-                            if slow {
-                                let released = release.notified();
-                                slow_started.fetch_add(1, Ordering::SeqCst);
-                                released.await;
-                            }
-                            let mut message = vec![0u8, 0, 0, 0, 5];
-                            message.extend_from_slice(b"drain");
-                            let mut trailers = http::HeaderMap::new();
-                            trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                            let frames = futures_util::stream::iter([
-                                Ok::<_, std::convert::Infallible>(http_body::Frame::data(
-                                    Bytes::from(message),
-                                )),
-                                Ok(http_body::Frame::trailers(trailers)),
-                            ]);
-                            http::Response::builder()
-                                .header("content-type", "application/grpc")
-                                .body(http_body_util::StreamBody::new(frames))
+    let drain: Arc<tokio::sync::Notify> = Arc::default();
+    let release: Arc<tokio::sync::Notify> = Arc::default();
+    let slow_started: Arc<AtomicUsize> = Arc::default();
+    let connections: Arc<AtomicUsize> = Arc::default();
+    let (d, r, s, n) = (
+        drain.clone(),
+        release.clone(),
+        slow_started.clone(),
+        connections.clone(),
+    );
+    let addr = serve_loopback(move |stream| {
+        n.fetch_add(1, Ordering::SeqCst);
+        let (drain, release, slow_started) = (d.clone(), r.clone(), s.clone());
+        async move {
+            let svc =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (release, slow_started) = (release.clone(), slow_started.clone());
+                    async move {
+                        let slow = req.uri().path() == "/test.Svc/Slow";
+                        let _ = req.into_body().collect().await;
+                        if slow {
+                            let released = release.notified();
+                            slow_started.fetch_add(1, Ordering::SeqCst);
+                            released.await;
                         }
-                    });
-                let conn =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
-                tokio::pin!(conn);
-                tokio::select! {
-                    _ = conn.as_mut() => return,
-                    _ = drain.notified() => conn.as_mut().graceful_shutdown(),
-                }
-                let _ = conn.await;
-            });
+                        let mut message = vec![0u8, 0, 0, 0, 5];
+                        message.extend_from_slice(b"drain");
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let frames = futures_util::stream::iter([
+                            Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(
+                                message,
+                            ))),
+                            Ok(http_body::Frame::trailers(trailers)),
+                        ]);
+                        http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(http_body_util::StreamBody::new(frames))
+                    }
+                });
+            let conn =
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = drain.notified() => conn.as_mut().graceful_shutdown(),
+            }
+            let _ = conn.await;
         }
     });
-    server
+    DrainingServer {
+        addr,
+        drain,
+        release,
+        slow_started,
+        connections,
+    }
 }
 
 /// A server that shuts a connection down gracefully (GOAWAY) while a call is still running on

@@ -180,32 +180,40 @@ typedef struct {
 	gfgo_waiter *waiter;
 } gfgo_start;
 
-// Starts a call without call options. handle 0: the caller waits in gfgo_wait; otherwise the
-// outcome goes to the dispatcher's queue with this handle.
+// A call's user_data. handle 0: the caller waits in gfgo_wait, on the waiter made here;
+// otherwise the outcome goes to the dispatcher's queue with this handle.
+static void *gfgo_user_data(gfgo_start *s, uintptr_t handle) {
+	if (handle != 0) {
+		return (void *)handle;
+	}
+	s->waiter = gfgo_waiter_new();
+	return s->waiter;
+}
+
+// A rejected call's callback never runs: its waiter goes now.
+static void gfgo_free_waiter_if_rejected(gfgo_start *s) {
+	if (s->code != 0 && s->waiter != NULL) {
+		gfgo_waiter_free(s->waiter);
+		s->waiter = NULL;
+	}
+}
+
+// Starts a call without call options (handle as in gfgo_user_data).
 static gfgo_start gfgo_invoke(gf_client *client, const char *method, const uint8_t *request,
                               size_t request_len, uint32_t timeout_ms, uintptr_t handle,
                               int want_call) {
 	gfgo_start s = {NULL, 0, NULL, NULL};
-	gf_callback cb = gfgo_on_done;
-	void *user_data = (void *)handle;
-	if (handle == 0) {
-		s.waiter = gfgo_waiter_new();
-		cb = gfgo_on_done_wake;
-		user_data = s.waiter;
-	}
-	s.code = gf_invoke_async(client, method, request, request_len, timeout_ms, cb, user_data,
+	void *user_data = gfgo_user_data(&s, handle);
+	s.code = gf_invoke_async(client, method, request, request_len, timeout_ms,
+	                         handle == 0 ? gfgo_on_done_wake : gfgo_on_done, user_data,
 	                         want_call ? &s.call : NULL, &s.error);
-	if (s.code != 0 && s.waiter != NULL) {
-		// Rejected: the callback never runs.
-		gfgo_waiter_free(s.waiter);
-		s.waiter = NULL;
-	}
+	gfgo_free_waiter_if_rejected(&s);
 	return s;
 }
 
-// Starts a call with call options. The metadata comes as one buffer: entry i has its
-// NUL-terminated key at md + md_index[3i] and its value at md + md_index[3i+1], of length
-// md_index[3i+2].
+// Starts a call with call options (handle as in gfgo_user_data). The metadata comes as one
+// buffer: entry i has its NUL-terminated key at md + md_index[3i] and its value at
+// md + md_index[3i+1], of length md_index[3i+2].
 static gfgo_start gfgo_invoke_ex(gf_client *client, const char *method, const uint8_t *request,
                                  size_t request_len, uint32_t timeout_ms, int32_t wait_for_ready,
                                  const char *md, const size_t *md_index, size_t md_count,
@@ -223,20 +231,12 @@ static gfgo_start gfgo_invoke_ex(gf_client *client, const char *method, const ui
 			return s;
 		}
 	}
-	gf_result_callback cb = gfgo_on_result;
-	void *user_data = (void *)handle;
-	if (handle == 0) {
-		s.waiter = gfgo_waiter_new();
-		cb = gfgo_on_result_wake;
-		user_data = s.waiter;
-	}
-	s.code = gf_invoke_async_ex(client, method, request, request_len, o, cb, user_data,
+	void *user_data = gfgo_user_data(&s, handle);
+	s.code = gf_invoke_async_ex(client, method, request, request_len, o,
+	                            handle == 0 ? gfgo_on_result_wake : gfgo_on_result, user_data,
 	                            want_call ? &s.call : NULL, &s.error);
 	gf_call_options_free(o);
-	if (s.code != 0 && s.waiter != NULL) {
-		gfgo_waiter_free(s.waiter);
-		s.waiter = NULL;
-	}
+	gfgo_free_waiter_if_rejected(&s);
 	return s;
 }
 
