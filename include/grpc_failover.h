@@ -239,7 +239,7 @@ int32_t gf_call_options_add_metadata(struct gf_call_options *options,
  *
  * Returns the call's status code (the same as `gf_result_code`), or 3/9 for rejected
  * arguments as in `gf_invoke`, with the message in `*error_out` when non-NULL. Blocks until
- * the call ends. Thread-safe; not on a library thread.
+ * the call ends, waiting as `gf_invoke` does. Thread-safe; not on a library thread.
  */
 int32_t gf_invoke_ex(struct gf_client *client,
                      const char *method,
@@ -358,7 +358,10 @@ int32_t gf_connect(const char *target,
  * passes, 14 UNAVAILABLE when no instance can take the call, 1 CANCELLED when `gf_close` runs
  * meanwhile, 3 INVALID_ARGUMENT for bad arguments, 9 FAILED_PRECONDITION when called on a
  * library thread (inside a callback: use `gf_invoke_async` there) or on a closed client.
- * Blocks the calling thread until the call ends. Thread-safe.
+ * Blocks the calling thread until the call ends. While no other thread is blocked in the
+ * library, the caller spins briefly before it sleeps when recent calls were fast (at most
+ * `GF_SYNC_SPIN_US` microseconds, default 250; `GF_SYNC_SPIN_US=0` turns this off): it keeps
+ * one core busy meanwhile and gets its result sooner. Thread-safe.
  */
 int32_t gf_invoke(struct gf_client *client,
                   const char *method,

@@ -36,6 +36,31 @@ func whoami(t *testing.T, c *grpcfailover.Client) string {
 	return string(reply)
 }
 
+// waitReady waits until n of the client's instances are READY.
+func waitReady(t *testing.T, c *grpcfailover.Client, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := c.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready := 0
+		for _, in := range st.Instances {
+			if in.State == "READY" {
+				ready++
+			}
+		}
+		if ready == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the instances READY, want %d: %+v", ready, n, st.Instances)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func statusOf(t *testing.T, err error) *grpcfailover.StatusError {
 	t.Helper()
 	var se *grpcfailover.StatusError
@@ -69,6 +94,8 @@ func TestEchoAndRoundRobinOverStaticTarget(t *testing.T) {
 		t.Fatalf("empty Echo = %#v, %v; want an empty, non-nil reply", reply, err)
 	}
 
+	// round_robin picks among READY instances: count only once both are.
+	waitReady(t, c, 2)
 	seen := map[string]int{}
 	for i := 0; i < 20; i++ {
 		seen[whoami(t, c)]++

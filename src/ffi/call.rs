@@ -316,7 +316,7 @@ pub extern "C" fn gf_call_options_add_metadata(
 ///
 /// Returns the call's status code (the same as `gf_result_code`), or 3/9 for rejected
 /// arguments as in `gf_invoke`, with the message in `*error_out` when non-NULL. Blocks until
-/// the call ends. Thread-safe; not on a library thread.
+/// the call ends, waiting as `gf_invoke` does. Thread-safe; not on a library thread.
 #[no_mangle]
 pub extern "C" fn gf_invoke_ex(
     client: *mut gf_client,
