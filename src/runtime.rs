@@ -57,11 +57,11 @@ pub fn on_runtime_thread() -> bool {
     Handle::try_current().is_ok()
 }
 
-/// Runs `future` as a task on the runtime and blocks the calling (non-runtime) thread until it
-/// ends. Everything the call does, HTTP/2 included, then happens on the runtime's workers,
-/// where the connection's task and the call's task wake each other without crossing threads;
-/// the caller is woken once, when the result is ready (see [`SpinPolicy`] for how a lone caller
-/// waits). A panic in the future is re-raised here.
+/// Runs `future` on the runtime (on a call loop, see [`run_on_call_loop`]) and blocks the
+/// calling (non-runtime) thread until it ends. Everything the call does, HTTP/2 included, then
+/// happens on the runtime's workers, where the connection's task and the call loop wake each
+/// other without crossing threads; the caller is woken once, when the result is ready (see
+/// [`SpinPolicy`] for how a lone caller waits). A panic in the future is re-raised here.
 pub fn run_blocking<F>(future: F) -> F::Output
 where
     F: std::future::Future + Send + 'static,
@@ -91,11 +91,11 @@ where
         }
     }
     let filler = Filler(slot.clone());
-    handle().spawn(async move {
+    run_on_call_loop(Box::pin(async move {
         let result = AssertUnwindSafe(future).catch_unwind().await;
         *filler.0.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
         drop(filler);
-    });
+    }));
     let wait = SPIN.begin();
     wait.spin(&slot.done);
     while !slot.done.load(Ordering::Acquire) {
@@ -108,6 +108,67 @@ where
         Some(Err(panic)) => std::panic::resume_unwind(panic),
         None => panic!("the grpc-failover runtime dropped the call unfinished"),
     }
+}
+
+/// A blocking caller's call, ready to run: it reports its own result.
+type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs a blocking caller's call on one of the call loops: one task per worker thread that
+/// polls many calls, instead of one task per call.
+///
+/// Spawning from a thread outside the runtime costs an allocation, the runtime's task list
+/// lock and its injection queue lock, and often a wake-up of a parked worker. A loop that is
+/// already awake takes a new call through a channel without any of that, and one poll of a loop
+/// finishes every call whose response came in together. With 32 threads calling on this
+/// 2-core machine, the client spent about 24 µs of CPU per call this way against about 27 µs
+/// with a task per call; one loop (instead of one per worker) was slower. A caller keeps its
+/// loop (chosen round-robin per thread) for its lifetime.
+///
+/// Only calls with nothing but a caller to wake run here: an async call's callback runs user
+/// code, which may block, and would hold up every call on its loop. Those get a task each.
+fn run_on_call_loop(job: Job) {
+    static LOOPS: OnceCell<Vec<tokio::sync::mpsc::UnboundedSender<Job>>> = OnceCell::new();
+    let loops = LOOPS.get_or_init(|| {
+        (0..worker_threads())
+            .map(|_| {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+                handle().spawn(call_loop(rx));
+                tx
+            })
+            .collect()
+    });
+    thread_local! {
+        static LOOP: usize = {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        };
+    }
+    let index = LOOP.with(|i| *i) % loops.len();
+    if let Err(unsent) = loops[index].send(job) {
+        // The loop is gone (the runtime is shutting down): a task of its own still runs it, or
+        // drops it, which wakes the caller.
+        handle().spawn(unsent.0);
+    }
+}
+
+async fn call_loop(mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) {
+    use futures_util::StreamExt;
+    use std::task::Poll;
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    std::future::poll_fn(|cx| {
+        loop {
+            match jobs.poll_recv(cx) {
+                Poll::Ready(Some(job)) => running.push(job),
+                Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => break,
+            }
+        }
+        // Polls the calls that were woken; Pending when none is left to poll now (or when
+        // FuturesUnordered yields, having arranged to be polled again).
+        while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
+        Poll::Pending
+    })
+    .await
 }
 
 static SPIN: once_cell::sync::Lazy<SpinPolicy> = once_cell::sync::Lazy::new(|| {
