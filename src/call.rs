@@ -128,10 +128,11 @@ pub async fn attempt(
             true,
         );
     };
-    let mut grpc = tonic::client::Grpc::with_origin(Conn(sender), sc.origin.clone())
+    let mut grpc = tonic::client::Grpc::with_origin(Conn((*sender).clone()), sc.origin.clone())
         .max_decoding_message_size(max_response_bytes)
         .max_encoding_message_size(usize::MAX);
     if let Err(e) = grpc.ready().await {
+        sc.connection_refused(&sender);
         return failed(Status::unavailable(format!("{}: {e}", sc.addr)), true);
     }
     let mut req = tonic::Request::new(request);
@@ -159,7 +160,15 @@ pub async fn attempt(
     }
     let response = match grpc.server_streaming(req, path.clone(), RawCodec).await {
         Ok(r) => r,
-        Err(status) => return from_status(sc, status, Vec::new(), false),
+        Err(status) => {
+            let refused = std::error::Error::source(&status)
+                .and_then(|s| s.downcast_ref::<ConnError>())
+                .is_some_and(|e| e.refuses_streams && e.never_sent);
+            if refused {
+                sc.connection_refused(&sender);
+            }
+            return from_status(sc, status, Vec::new(), false);
+        }
     };
     let (headers, mut stream, _) = response.into_parts();
     let headers = to_pairs(&headers);
@@ -368,6 +377,9 @@ pub struct ConnError {
     pub never_sent: bool,
     /// The connection failed (UNAVAILABLE); otherwise h2 rejected the request itself (INTERNAL).
     pub connection: bool,
+    /// The whole connection takes no new streams (a GOAWAY, an I/O error), not just this one
+    /// (a stream the server refused or reset).
+    pub refuses_streams: bool,
 }
 
 impl ConnError {
@@ -376,6 +388,7 @@ impl ConnError {
     fn new(e: h2::Error, never_sent: bool) -> ConnError {
         let connection = e.is_io() || e.is_go_away() || e.is_remote() || e.reason().is_some();
         ConnError {
+            refuses_streams: e.is_io() || e.is_go_away(),
             message: if connection {
                 format!("connection closed: {e}")
             } else {
@@ -424,23 +437,30 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
                     message: format!("encoding the request: {e}"),
                     never_sent: false,
                     connection: false,
+                    refuses_streams: false,
                 })?
                 .to_bytes();
             let (response, mut stream) = sender
                 .send_request(http::Request::from_parts(parts, ()), bytes.is_empty())
                 .map_err(|e| ConnError::new(e, true))?;
             if !bytes.is_empty() {
-                // HEADERS may have left already: not certainly unsent.
-                stream
-                    .send_data(bytes, true)
-                    .map_err(|e| ConnError::new(e, false))?;
+                if let Err(send_error) = stream.send_data(bytes, true) {
+                    // The stream can close between the two: the connection's task may take in
+                    // a GOAWAY meanwhile, which closes every stream above its last stream id.
+                    // Its response then says why (and whether the server saw the request); a
+                    // stream still open is reset so that its response ends now.
+                    stream.send_reset(h2::Reason::CANCEL);
+                    return Err(match response.await {
+                        Err(e) if unprocessed(&e) => ConnError::new(e, true),
+                        Err(e) if e.is_io() || e.is_remote() => ConnError::new(e, false),
+                        // HEADERS may have left already: not certainly unsent.
+                        _ => ConnError::new(send_error, false),
+                    });
+                }
             }
             let response = response.await.map_err(|e| {
-                // A stream the server refused, or one above a GOAWAY's last stream id, was
-                // never processed: retrying it is safe (gRFC A6 transparent retry).
-                let unprocessed = e.reason() == Some(h2::Reason::REFUSED_STREAM)
-                    || (e.is_go_away() && e.is_remote());
-                ConnError::new(e, unprocessed)
+                let never_sent = unprocessed(&e);
+                ConnError::new(e, never_sent)
             })?;
             Ok(response.map(|body| ResponseBody {
                 body,
@@ -448,6 +468,12 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
             }))
         })
     }
+}
+
+/// A stream the server refused, or one above a GOAWAY's last stream id, was never processed:
+/// retrying it is safe (gRFC A6 transparent retry).
+fn unprocessed(e: &h2::Error) -> bool {
+    e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
 }
 
 /// A response body read straight from the h2 stream, returning flow-control credit as data is

@@ -121,8 +121,10 @@ type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 /// already awake takes a new call through a channel without any of that, and one poll of a loop
 /// finishes every call whose response came in together. With 32 threads calling on this
 /// 2-core machine, the client spent about 24 µs of CPU per call this way against about 27 µs
-/// with a task per call; one loop (instead of one per worker) was slower. A caller keeps its
-/// loop (chosen round-robin per thread) for its lifetime.
+/// with a task per call; one loop (instead of one per worker) was slower. A caller thread keeps
+/// its loop (chosen round-robin per thread) for its lifetime; the calls on one loop run on one
+/// worker at a time, so an unusually slow step of one call (copying a large message, say)
+/// delays the others on that loop a little.
 ///
 /// Only calls with nothing but a caller to wake run here: an async call's callback runs user
 /// code, which may block, and would hold up every call on its loop. Those get a task each.
@@ -145,8 +147,8 @@ fn run_on_call_loop(job: Job) {
     }
     let index = LOOP.with(|i| *i) % loops.len();
     if let Err(unsent) = loops[index].send(job) {
-        // The loop is gone (the runtime is shutting down): a task of its own still runs it, or
-        // drops it, which wakes the caller.
+        // Not expected: a loop never ends (it survives panics, and its sender is static). If it
+        // did, a task of the job's own still runs it.
         handle().spawn(unsent.0);
     }
 }
@@ -164,9 +166,18 @@ async fn call_loop(mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) {
             }
         }
         // Polls the calls that were woken; Pending when none is left to poll now (or when
-        // FuturesUnordered yields, having arranged to be polled again).
-        while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
-        Poll::Pending
+        // FuturesUnordered yields, having arranged to be polled again). A job catches its own
+        // panics; should one escape anyway, FuturesUnordered drops that job (which wakes its
+        // caller with an error) and the loop goes on with the others.
+        loop {
+            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
+            }));
+            match polled {
+                Ok(()) => return Poll::Pending,
+                Err(_) => log::error!("a blocking call panicked on its call loop"),
+            }
+        }
     })
     .await
 }
@@ -267,7 +278,8 @@ impl SpinWait<'_> {
             return SpinEnd::NotWorthIt;
         }
         let budget = std::time::Duration::from_nanos(
-            (2 * mean).clamp(MIN_SPIN_NS.min(policy.limit_ns), policy.limit_ns),
+            mean.saturating_mul(2)
+                .clamp(MIN_SPIN_NS.min(policy.limit_ns), policy.limit_ns),
         );
         loop {
             for _ in 0..64 {
@@ -304,8 +316,9 @@ mod tests {
 
     #[test]
     fn a_lone_caller_spins_until_its_result_arrives() {
-        let policy = Arc::new(SpinPolicy::new(60_000_000)); // a minute: only `done` ends it
-        policy.record(30_000_000_000);
+        // A budget of 10 s: `done`, set after 20 ms, ends the spin long before.
+        let policy = Arc::new(SpinPolicy::new(10_000_000));
+        policy.record(5_000_000_000);
         let done = Arc::new(AtomicBool::new(false));
         let setter = {
             let done = done.clone();
@@ -320,8 +333,8 @@ mod tests {
 
     #[test]
     fn a_second_blocked_caller_stops_the_spin() {
-        let policy = SpinPolicy::new(60_000_000);
-        policy.record(30_000_000_000);
+        let policy = SpinPolicy::new(10_000_000);
+        policy.record(5_000_000_000);
         let done = AtomicBool::new(false);
         let first = policy.begin();
         let _second = policy.begin();
@@ -360,5 +373,49 @@ mod tests {
         let done = AtomicBool::new(true);
         assert_eq!(policy.begin().spin(&done), SpinEnd::NotWorthIt);
         assert_eq!(policy.blocked.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn blocking_calls_from_many_threads_get_their_own_results() {
+        let threads: Vec<_> = (0..16u64)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for i in 0..200u64 {
+                        let got = run_blocking(async move {
+                            if i % 3 == 0 {
+                                tokio::time::sleep(std::time::Duration::from_micros(50)).await;
+                            } else {
+                                tokio::task::yield_now().await;
+                            }
+                            t * 1000 + i
+                        });
+                        assert_eq!(got, t * 1000 + i);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_blocking_call_reaches_its_caller_and_the_loops_go_on() {
+        let caught = std::panic::catch_unwind(|| {
+            run_blocking(async {
+                tokio::task::yield_now().await;
+                panic!("boom in a call");
+            })
+        });
+        let message = caught.expect_err("the panic reaches the caller");
+        assert_eq!(message.downcast_ref::<&str>(), Some(&"boom in a call"));
+        // The same thread (so the same call loop) and another thread still get results.
+        assert_eq!(run_blocking(async { 7 }), 7);
+        assert_eq!(
+            std::thread::spawn(|| run_blocking(async { 8 }))
+                .join()
+                .unwrap(),
+            8
+        );
     }
 }

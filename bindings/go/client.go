@@ -91,13 +91,19 @@ static gfgo_done gfgo_done_result(uintptr_t handle, gf_result *result) {
 	return d;
 }
 
+// Calls in flight that go through the dispatcher. A call waiting on its own thread stops
+// spinning when one starts (as the library's blocking calls stop when a second caller blocks).
+static atomic_long gfgo_overlapping;
+
 static void gfgo_on_done(void *user_data, int32_t code, const uint8_t *response,
                          size_t response_len, const char *message) {
 	gfgo_push(gfgo_done_plain((uintptr_t)user_data, code, response, response_len, message));
+	atomic_fetch_sub_explicit(&gfgo_overlapping, 1, memory_order_relaxed);
 }
 
 static void gfgo_on_result(void *user_data, gf_result *result) {
 	gfgo_push(gfgo_done_result((uintptr_t)user_data, result));
+	atomic_fetch_sub_explicit(&gfgo_overlapping, 1, memory_order_relaxed);
 }
 
 // A call whose caller waits on its own thread, blocked in gfgo_wait: the completion callback
@@ -127,12 +133,16 @@ static void gfgo_on_result_wake(void *user_data, gf_result *result) {
 
 // The waiter spins before it sleeps, as the library's own blocking calls do (README, "Threads
 // and memory"): waking a sleeping thread takes tens of microseconds on a virtual machine. It
-// spins for twice the mean duration of recent waits, and not at all when that mean is above
-// the limit (GF_SYNC_SPIN_US, default 250 us; 0 turns it off; always off on one core).
+// spins for twice the mean duration of recent waits (at least 20 us, at most the limit), not
+// at all when that mean is above the limit (GF_SYNC_SPIN_US, default 250 us; 0 turns it off;
+// always off on one CPU), and stops when another call starts.
 static _Atomic uint64_t gfgo_mean_wait_ns;
-static uint64_t gfgo_spin_limit_ns;
+static _Atomic uint64_t gfgo_spin_limit_ns;
 
-static void gfgo_set_spin_limit_us(uint64_t us) { gfgo_spin_limit_ns = us * 1000; }
+static void gfgo_set_spin_limit_us(uint64_t us) {
+	uint64_t ns = us > UINT64_MAX / 1000 ? UINT64_MAX : us * 1000;
+	atomic_store_explicit(&gfgo_spin_limit_ns, ns, memory_order_relaxed);
+}
 
 static uint64_t gfgo_now_ns(void) {
 	struct timespec ts;
@@ -141,13 +151,14 @@ static uint64_t gfgo_now_ns(void) {
 }
 
 static void gfgo_spin(gfgo_waiter *w, uint64_t started) {
+	uint64_t limit = atomic_load_explicit(&gfgo_spin_limit_ns, memory_order_relaxed);
 	uint64_t mean = atomic_load_explicit(&gfgo_mean_wait_ns, memory_order_relaxed);
-	if (gfgo_spin_limit_ns == 0 || mean > gfgo_spin_limit_ns) {
+	if (limit == 0 || mean > limit) {
 		return;
 	}
-	uint64_t budget = 2 * mean;
-	uint64_t floor = gfgo_spin_limit_ns < 20000 ? gfgo_spin_limit_ns : 20000;
-	budget = budget < floor ? floor : budget > gfgo_spin_limit_ns ? gfgo_spin_limit_ns : budget;
+	uint64_t budget = mean > UINT64_MAX / 2 ? UINT64_MAX : 2 * mean;
+	uint64_t floor = limit < 20000 ? limit : 20000;
+	budget = budget < floor ? floor : budget > limit ? limit : budget;
 	for (;;) {
 		for (int i = 0; i < 64; i++) {
 			if (atomic_load_explicit(&w->ready, memory_order_acquire)) {
@@ -159,7 +170,8 @@ static void gfgo_spin(gfgo_waiter *w, uint64_t started) {
 			__asm__ __volatile__("yield");
 #endif
 		}
-		if (gfgo_now_ns() - started > budget) {
+		if (atomic_load_explicit(&gfgo_overlapping, memory_order_relaxed) > 0 ||
+		    gfgo_now_ns() - started > budget) {
 			return;
 		}
 	}
@@ -242,17 +254,24 @@ typedef struct {
 // otherwise the outcome goes to the dispatcher's queue with this handle.
 static void *gfgo_user_data(gfgo_start *s, uintptr_t handle) {
 	if (handle != 0) {
+		atomic_fetch_add_explicit(&gfgo_overlapping, 1, memory_order_relaxed);
 		return (void *)handle;
 	}
 	s->waiter = gfgo_waiter_new();
 	return s->waiter;
 }
 
-// A rejected call's callback never runs: its waiter goes now.
+// A rejected call's callback never runs: its waiter goes now, or it no longer counts as
+// overlapping.
 static void gfgo_free_waiter_if_rejected(gfgo_start *s) {
-	if (s->code != 0 && s->waiter != NULL) {
+	if (s->code == 0) {
+		return;
+	}
+	if (s->waiter != NULL) {
 		gfgo_waiter_free(s->waiter);
 		s->waiter = NULL;
+	} else {
+		atomic_fetch_sub_explicit(&gfgo_overlapping, 1, memory_order_relaxed);
 	}
 }
 
@@ -500,7 +519,8 @@ func spinLimitMicros() uint64 {
 	if runtime.NumCPU() < 2 {
 		return 0
 	}
-	if v, err := strconv.ParseUint(strings.TrimSpace(os.Getenv("GF_SYNC_SPIN_US")), 10, 64); err == nil {
+	v, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(os.Getenv("GF_SYNC_SPIN_US")), "+"), 10, 64)
+	if err == nil {
 		return v
 	}
 	return 250

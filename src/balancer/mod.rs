@@ -111,7 +111,10 @@ impl Balancer {
             changes.borrow_and_update();
             let picker = self.inner.picker.load();
             let waiting_for = match picker.pick(avoid) {
-                Pick::Ready(sc) => return Ok(sc),
+                Pick::Ready(sc) if sc.has_connection() => return Ok(sc),
+                // Its connection just refused new streams: the subchannel reconnects and the
+                // picker changes; wait for that, as for one still connecting.
+                Pick::Ready(_) => Empty::Connecting,
                 Pick::Fail(status)
                     if !wait_for_ready || status.code == tonic::Code::ResourceExhausted =>
                 {

@@ -180,8 +180,29 @@ impl Subchannel {
     }
 
     /// The current connection's request sender, if READY.
-    pub fn sender(&self) -> Option<Sender> {
-        self.sender.load().as_deref().cloned()
+    pub fn sender(&self) -> Option<Arc<Sender>> {
+        self.sender.load_full()
+    }
+
+    /// Whether there is a connection to hand calls to (false once it refused new streams).
+    pub fn has_connection(&self) -> bool {
+        self.sender.load().is_some()
+    }
+
+    /// The connection `sender` belongs to refuses new streams (after a GOAWAY, or it failed):
+    /// stop handing it out now. Its task tells the subchannel too, which then reconnects, but
+    /// a call retried transparently in between would otherwise pick it again, and again.
+    pub fn connection_refused(&self, sender: &Arc<Sender>) {
+        let previous = self.sender.compare_and_swap(sender, None);
+        if previous
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, sender))
+        {
+            log::debug!(
+                "subchannel {}: its connection refuses new streams",
+                self.addr
+            );
+        }
     }
 
     pub fn last_error(&self) -> Option<String> {
