@@ -18,6 +18,25 @@ use crate::status::{Code, Status};
 /// values are printable ASCII.
 pub type Metadata = Vec<(String, Bytes)>;
 
+/// What one attempt sends, and how it reads the response.
+pub struct AttemptArgs<'a> {
+    pub path: &'a PathAndQuery,
+    pub request: Bytes,
+    pub metadata: &'a Metadata,
+    pub timeout: Option<Duration>,
+    pub previous_attempts: u32,
+    pub max_response_bytes: usize,
+    pub response_metadata: ResponseMetadata,
+}
+
+/// Whether a successful call's response headers and trailers are copied into its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseMetadata {
+    Keep,
+    /// The caller wants only the response bytes (a failed call keeps its metadata anyway).
+    Drop,
+}
+
 /// Per-call options.
 #[derive(Clone, Debug, Default)]
 pub struct CallOptions {
@@ -113,15 +132,16 @@ pub struct Attempt {
 
 /// Sends one attempt on `sc`. `timeout` is what is left of the call's deadline (sent as
 /// `grpc-timeout`; the caller enforces it locally too).
-pub async fn attempt(
-    sc: &Subchannel,
-    path: &PathAndQuery,
-    request: Bytes,
-    metadata: &Metadata,
-    timeout: Option<Duration>,
-    previous_attempts: u32,
-    max_response_bytes: usize,
-) -> Attempt {
+pub async fn attempt(sc: &Subchannel, a: AttemptArgs<'_>) -> Attempt {
+    let AttemptArgs {
+        path,
+        request,
+        metadata,
+        timeout,
+        previous_attempts,
+        max_response_bytes,
+        response_metadata,
+    } = a;
     let Some(sender) = sc.sender() else {
         return failed(
             Status::unavailable(format!("{}: not connected", sc.addr)),
@@ -170,13 +190,13 @@ pub async fn attempt(
             return from_status(sc, status, Vec::new(), false);
         }
     };
-    let (headers, mut stream, _) = response.into_parts();
-    let headers = to_pairs(&headers);
+    let (header_map, mut stream, _) = response.into_parts();
+    let headers = || to_pairs(&header_map);
     let message = match stream.message().await {
         Ok(Some(m)) => m,
         Ok(None) => {
             let st = Status::internal(format!("{}: the server sent no response message", sc.addr));
-            return committed_failure(st, headers);
+            return committed_failure(st, headers());
         }
         Err(status)
             if status.code() == Code::OutOfRange
@@ -185,23 +205,32 @@ pub async fn attempt(
             // tonic says OUT_OF_RANGE for a response over the decode limit; gRPC says
             // RESOURCE_EXHAUSTED (maxResponseMessageBytes).
             let st = Status::resource_exhausted(format!("{}: {}", sc.addr, status.message()));
-            return committed_failure(st, headers);
+            return committed_failure(st, headers());
         }
-        Err(status) => return from_status(sc, status, headers, true),
+        Err(status) => return from_status(sc, status, headers(), true),
     };
     match stream.trailers().await {
-        Ok(trailers) => Attempt {
-            result: CallResult {
-                status: Status::new(Code::Ok, ""),
-                message,
-                headers,
-                trailers: trailers.as_ref().map(to_pairs).unwrap_or_default(),
-            },
-            committed: true,
-            transparent: false,
-            pushback: None,
-        },
-        Err(status) => from_status(sc, status, headers, true),
+        Ok(trailers) => {
+            let (headers, trailers) = match response_metadata {
+                ResponseMetadata::Keep => (
+                    headers(),
+                    trailers.as_ref().map(to_pairs).unwrap_or_default(),
+                ),
+                ResponseMetadata::Drop => (Vec::new(), Vec::new()),
+            };
+            Attempt {
+                result: CallResult {
+                    status: Status::new(Code::Ok, ""),
+                    message,
+                    headers,
+                    trailers,
+                },
+                committed: true,
+                transparent: false,
+                pushback: None,
+            }
+        }
+        Err(status) => from_status(sc, status, headers(), true),
     }
 }
 

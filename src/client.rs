@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balancer::subchannel::{ConnectConfig, Subchannel};
 use crate::balancer::{outlier, Balancer};
-use crate::call::{CallOptions, CallResult};
+use crate::call::{CallOptions, CallResult, ResponseMetadata};
 use crate::config::{CallPolicy, Options, Policy};
 use crate::resolver::{self, Endpoint};
 use crate::retry::throttle::Throttle;
@@ -111,7 +111,9 @@ impl Client {
         request: Bytes,
         opts: &CallOptions,
     ) -> Result<Bytes, Status> {
-        self.invoke_full(method, request, opts).await.into_result()
+        self.invoke_with(method, request, opts, None, ResponseMetadata::Drop)
+            .await
+            .into_result()
     }
 
     /// Like [`Client::invoke`], with the response headers and trailers.
@@ -132,6 +134,20 @@ impl Client {
         opts: &CallOptions,
         cancel: Option<&CancellationToken>,
     ) -> CallResult {
+        self.invoke_with(method, request, opts, cancel, ResponseMetadata::Keep)
+            .await
+    }
+
+    /// Like [`Client::invoke_cancellable`]; with [`ResponseMetadata::Drop`] a successful call's
+    /// headers and trailers are not copied out (a caller that only wants the bytes).
+    pub(crate) async fn invoke_with(
+        &self,
+        method: &str,
+        request: Bytes,
+        opts: &CallOptions,
+        cancel: Option<&CancellationToken>,
+        metadata: ResponseMetadata,
+    ) -> CallResult {
         let inner = &*self.inner;
         inner.counters.calls.fetch_add(1, Ordering::Relaxed);
         // No token: a future that never completes (no token to allocate on every call).
@@ -145,7 +161,7 @@ impl Client {
             biased;
             _ = inner.closed.cancelled() => CallResult::error(Status::cancelled("client closed")),
             _ = cancelled => CallResult::error(Status::cancelled("call cancelled")),
-            r = self.run(method, request, opts) => r,
+            r = self.run(method, request, opts, metadata) => r,
         };
         // A call that failed because close() or cancel tore down its connection while it was
         // being polled ended by that, not by the instance: report CANCELLED.
@@ -162,7 +178,13 @@ impl Client {
         result
     }
 
-    async fn run(&self, method: &str, request: Bytes, opts: &CallOptions) -> CallResult {
+    async fn run(
+        &self,
+        method: &str,
+        request: Bytes,
+        opts: &CallOptions,
+        response_metadata: ResponseMetadata,
+    ) -> CallResult {
         let inner = &*self.inner;
         if inner.closed.is_cancelled() {
             return CallResult::error(Status::cancelled("client closed"));
@@ -217,6 +239,7 @@ impl Client {
             throttle: inner.throttle.as_ref(),
             counters: &inner.counters,
             on_attempt: &on_attempt,
+            response_metadata,
         };
         let cap = inner.options.max_attempts_cap;
         let work = async {

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{client_arg, gf_client, timeout};
 use super::{bytes_arg, check_blocking_allowed, guard, guard_void, str_arg};
-use crate::call::{validate_metadata, CallOptions, CallResult};
+use crate::call::{validate_metadata, CallOptions, CallResult, ResponseMetadata};
 use crate::client::{split_method, Client};
 use crate::runtime;
 use crate::status::Status;
@@ -117,8 +117,14 @@ fn options_arg(options: *const gf_call_options) -> Option<CallOptions> {
     (!options.is_null()).then(|| unsafe { (*options).opts.clone() })
 }
 
-/// Starts the call on the runtime; `done` runs once with the result.
-fn spawn(p: Prepared, call_out: *mut *mut gf_call, done: impl FnOnce(CallResult) + Send + 'static) {
+/// Starts the call on the runtime; `done` runs once with the result (with the response
+/// metadata of a successful call only when `metadata` says Keep).
+fn spawn(
+    p: Prepared,
+    call_out: *mut *mut gf_call,
+    metadata: ResponseMetadata,
+    done: impl FnOnce(CallResult) + Send + 'static,
+) {
     let cancel = CancellationToken::new();
     if !call_out.is_null() {
         let handle = Arc::into_raw(Arc::new(gf_call {
@@ -130,7 +136,7 @@ fn spawn(p: Prepared, call_out: *mut *mut gf_call, done: impl FnOnce(CallResult)
     runtime::handle().spawn(async move {
         let result = p
             .client
-            .invoke_cancellable(&p.method, p.request, &p.opts, Some(&cancel))
+            .invoke_with(&p.method, p.request, &p.opts, Some(&cancel), metadata)
             .await;
         if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result)))
         {
@@ -174,7 +180,7 @@ pub extern "C" fn gf_invoke_async(
         let callback =
             callback.ok_or_else(|| Status::invalid_argument("callback: must not be NULL"))?;
         let user_data = UserData(user_data);
-        spawn(p, call_out, move |r| {
+        spawn(p, call_out, ResponseMetadata::Drop, move |r| {
             let user_data = user_data;
             let message =
                 CString::new(r.status.message.replace('\0', "\\0")).expect("NULs replaced");
@@ -371,7 +377,7 @@ pub extern "C" fn gf_invoke_async_ex(
         let callback =
             callback.ok_or_else(|| Status::invalid_argument("callback: must not be NULL"))?;
         let user_data = UserData(user_data);
-        spawn(p, call_out, move |r| {
+        spawn(p, call_out, ResponseMetadata::Keep, move |r| {
             let user_data = user_data;
             let result = Box::into_raw(Box::new(gf_result::new(r)));
             // SAFETY: the caller gave this callback for exactly this purpose; it owns `result`.

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::balancer::subchannel::Subchannel;
 use crate::balancer::Balancer;
-use crate::call::{self, Attempt, CallResult, Metadata, Pushback};
+use crate::call::{self, Attempt, CallResult, Metadata, Pushback, ResponseMetadata};
 use crate::config::{HedgingPolicy, RetryPolicy};
 use crate::status::{Code, Status};
 use throttle::Throttle;
@@ -46,6 +46,7 @@ pub struct CallContext<'a> {
     pub counters: &'a CallCounters,
     /// Called with each finished attempt's subchannel and result (outlier detection).
     pub on_attempt: &'a (dyn Fn(&Subchannel, &CallResult) + Sync),
+    pub response_metadata: ResponseMetadata,
 }
 
 /// A6: transparent retries are for attempts that never left the client; bound them so a
@@ -62,12 +63,15 @@ impl CallContext<'_> {
         let guard = InFlight(&sc);
         let a = call::attempt(
             &sc,
-            self.path,
-            self.request.clone(),
-            self.metadata,
-            timeout,
-            previous_attempts,
-            self.max_response_bytes,
+            call::AttemptArgs {
+                path: self.path,
+                request: self.request.clone(),
+                metadata: self.metadata,
+                timeout,
+                previous_attempts,
+                max_response_bytes: self.max_response_bytes,
+                response_metadata: self.response_metadata,
+            },
         )
         .await;
         drop(guard);
@@ -82,18 +86,21 @@ impl CallContext<'_> {
 
     /// A call without a retry or hedging policy: one attempt (plus transparent retries).
     pub async fn once(&self) -> CallResult {
-        let mut tried = Vec::new();
+        // At most 1 + MAX_TRANSPARENT_RETRIES picks: no allocation for the list.
+        let mut tried = [0u64; MAX_TRANSPARENT_RETRIES as usize + 1];
+        let mut picks = 0;
         let mut transparent = 0;
         loop {
             let sc = match self
                 .balancer
-                .pick(&tried, self.wait_for_ready, self.deadline)
+                .pick(&tried[..picks], self.wait_for_ready, self.deadline)
                 .await
             {
                 Ok(sc) => sc,
                 Err(status) => return CallResult::error(status),
             };
-            tried.push(sc.id);
+            tried[picks] = sc.id;
+            picks += 1;
             let a = self.run_attempt(sc, 0).await;
             if a.transparent && transparent < MAX_TRANSPARENT_RETRIES {
                 transparent += 1;
