@@ -18,13 +18,11 @@ use crate::status::{Code, Status};
 /// values are printable ASCII.
 pub type Metadata = Vec<(String, Bytes)>;
 
-/// What one attempt sends, and how it reads the response.
-pub struct AttemptArgs<'a> {
+/// What every attempt of a call sends, and how it reads the response.
+pub struct Request<'a> {
     pub path: &'a PathAndQuery,
-    pub request: Bytes,
+    pub message: Bytes,
     pub metadata: &'a Metadata,
-    pub timeout: Option<Duration>,
-    pub previous_attempts: u32,
     pub max_response_bytes: usize,
     pub response_metadata: ResponseMetadata,
 }
@@ -130,18 +128,21 @@ pub struct Attempt {
     pub pushback: Option<Pushback>,
 }
 
-/// Sends one attempt on `sc`. `timeout` is what is left of the call's deadline (sent as
-/// `grpc-timeout`; the caller enforces it locally too).
-pub async fn attempt(sc: &Subchannel, a: AttemptArgs<'_>) -> Attempt {
-    let AttemptArgs {
+/// Sends one attempt of `req` on `sc`. `timeout` is what is left of the call's deadline (sent
+/// as `grpc-timeout`; the caller enforces it locally too).
+pub async fn attempt(
+    sc: &Subchannel,
+    req: &Request<'_>,
+    timeout: Option<Duration>,
+    previous_attempts: u32,
+) -> Attempt {
+    let Request {
         path,
-        request,
         metadata,
-        timeout,
-        previous_attempts,
         max_response_bytes,
         response_metadata,
-    } = a;
+        ..
+    } = *req;
     let Some(sender) = sc.sender() else {
         return failed(
             Status::unavailable(format!("{}: not connected", sc.addr)),
@@ -155,8 +156,8 @@ pub async fn attempt(sc: &Subchannel, a: AttemptArgs<'_>) -> Attempt {
         sc.connection_refused(&sender);
         return failed(Status::unavailable(format!("{}: {e}", sc.addr)), true);
     }
-    let mut req = tonic::Request::new(request);
-    let md = req.metadata_mut();
+    let mut request = tonic::Request::new(req.message.clone());
+    let md = request.metadata_mut();
     for (key, value) in metadata {
         if key.ends_with("-bin") {
             if let Ok(k) = MetadataKey::from_bytes(key.as_bytes()) {
@@ -176,9 +177,9 @@ pub async fn attempt(sc: &Subchannel, a: AttemptArgs<'_>) -> Attempt {
         );
     }
     if let Some(t) = timeout {
-        req.set_timeout(t);
+        request.set_timeout(t);
     }
-    let response = match grpc.server_streaming(req, path.clone(), RawCodec).await {
+    let response = match grpc.server_streaming(request, path.clone(), RawCodec).await {
         Ok(r) => r,
         Err(status) => {
             let refused = std::error::Error::source(&status)

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::balancer::subchannel::{ConnectConfig, Subchannel};
 use crate::balancer::{outlier, Balancer};
-use crate::call::{CallOptions, CallResult, ResponseMetadata};
+use crate::call::{self, CallOptions, CallResult, ResponseMetadata};
 use crate::config::{CallPolicy, Options, Policy};
 use crate::resolver::{self, Endpoint};
 use crate::retry::throttle::Throttle;
@@ -230,16 +230,18 @@ impl Client {
         let on_attempt = |sc: &Subchannel, r: &CallResult| outlier::record(sc, r);
         let ctx = CallContext {
             balancer: &inner.balancer,
-            path: &path,
-            request,
-            metadata: &opts.metadata,
+            request: call::Request {
+                path: &path,
+                message: request,
+                metadata: &opts.metadata,
+                max_response_bytes,
+                response_metadata,
+            },
             deadline,
             wait_for_ready,
-            max_response_bytes,
             throttle: inner.throttle.as_ref(),
             counters: &inner.counters,
             on_attempt: &on_attempt,
-            response_metadata,
         };
         let cap = inner.options.max_attempts_cap;
         let work = async {

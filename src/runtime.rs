@@ -15,10 +15,14 @@ fn worker_threads() -> usize {
     {
         return n;
     }
+    cores().min(4)
+}
+
+/// CPUs this process may run on (1 when unknown).
+fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
-        .min(4)
 }
 
 fn block_sigpipe() {
@@ -183,14 +187,11 @@ async fn call_loop(mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) {
 }
 
 static SPIN: once_cell::sync::Lazy<SpinPolicy> = once_cell::sync::Lazy::new(|| {
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
     let limit_us = std::env::var("GF_SYNC_SPIN_US")
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(DEFAULT_SPIN_LIMIT_US);
-    SpinPolicy::new(if cores < 2 { 0 } else { limit_us })
+    SpinPolicy::new(if cores() < 2 { 0 } else { limit_us })
 });
 
 const DEFAULT_SPIN_LIMIT_US: u64 = 250;

@@ -9,14 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use http::uri::PathAndQuery;
 use tokio::time::Instant;
 
 use crate::balancer::subchannel::Subchannel;
 use crate::balancer::Balancer;
-use crate::call::{self, Attempt, CallResult, Metadata, Pushback, ResponseMetadata};
+use crate::call::{self, Attempt, CallResult, Pushback};
 use crate::config::{HedgingPolicy, RetryPolicy};
 use crate::status::{Code, Status};
 use throttle::Throttle;
@@ -36,17 +34,13 @@ pub struct CallCounters {
 /// Everything one call needs, shared by its attempts.
 pub struct CallContext<'a> {
     pub balancer: &'a Balancer,
-    pub path: &'a PathAndQuery,
-    pub request: Bytes,
-    pub metadata: &'a Metadata,
+    pub request: call::Request<'a>,
     pub deadline: Option<Instant>,
     pub wait_for_ready: bool,
-    pub max_response_bytes: usize,
     pub throttle: Option<&'a Throttle>,
     pub counters: &'a CallCounters,
     /// Called with each finished attempt's subchannel and result (outlier detection).
     pub on_attempt: &'a (dyn Fn(&Subchannel, &CallResult) + Sync),
-    pub response_metadata: ResponseMetadata,
 }
 
 /// A6: transparent retries are for attempts that never left the client; bound them so a
@@ -61,19 +55,7 @@ impl CallContext<'_> {
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
         sc.counters.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight(&sc);
-        let a = call::attempt(
-            &sc,
-            call::AttemptArgs {
-                path: self.path,
-                request: self.request.clone(),
-                metadata: self.metadata,
-                timeout,
-                previous_attempts,
-                max_response_bytes: self.max_response_bytes,
-                response_metadata: self.response_metadata,
-            },
-        )
-        .await;
+        let a = call::attempt(&sc, &self.request, timeout, previous_attempts).await;
         drop(guard);
         sc.counters.calls.fetch_add(1, Ordering::Relaxed);
         if a.result.status.code != Code::Ok {
