@@ -65,6 +65,11 @@
 #define GF_UNAUTHENTICATED 16
 
 /**
+ * The most worker threads a process may ask for.
+ */
+#define MAX_WORKER_THREADS 256
+
+/**
  * An async call in flight. Opaque. Lets the caller cancel the call; free it with
  * `gf_call_free` exactly once (before or after the callback ran: both are fine).
  */
@@ -82,6 +87,12 @@ typedef struct gf_call_options gf_call_options;
  * A client for one target. Opaque. Thread-safe: any number of threads may call on it at once.
  */
 typedef struct gf_client gf_client;
+
+/**
+ * A queue of finished async calls, with a file descriptor that is readable while some wait.
+ * Opaque. Thread-safe. Make with `gf_queue_new`, free with `gf_queue_free`.
+ */
+typedef struct gf_queue gf_queue;
 
 /**
  * A registration of one instance in etcd, kept alive in the background. Opaque.
@@ -111,6 +122,13 @@ typedef struct gf_bytes {
  * `message` is "" on success. The callback must not block for long; it may start new async
  * calls, and may call `gf_call_free` and `gf_call_cancel`, but not blocking `gf_` calls
  * (`gf_invoke` returns 9 FAILED_PRECONDITION there).
+ *
+ * By default each async call runs as a task of its own, so a callback that blocks a while
+ * (waiting for a lock, or for Python's GIL) holds up only its own thread. A client created
+ * with `"nonblocking_callbacks": true` in its options promises that its callbacks never block
+ * (they only hand the outcome over, e.g. push it to a queue): its calls then share the
+ * library's call loops, where calls started together are sent together, and the callback runs
+ * there. Cheaper per call, but a callback that blocks then delays every call on its loop.
  */
 typedef void (*gf_callback)(void *user_data,
                             int32_t code,
@@ -121,10 +139,25 @@ typedef void (*gf_callback)(void *user_data,
 /**
  * Completion callback of `gf_invoke_async_ex`. Runs exactly once per accepted call, on a
  * library thread, and receives ownership of `result`: free it with `gf_result_free` (during
- * the callback or later, from any thread).
+ * the callback or later, from any thread). Otherwise as `gf_callback` (blocking rules and
+ * `nonblocking_callbacks`).
  */
 typedef void (*gf_result_callback)(void *user_data,
                                    struct gf_result *result);
+
+/**
+ * One finished call, as `gf_queue_poll` hands it out.
+ */
+typedef struct gf_completion {
+  /**
+   * The tag given to `gf_invoke_queued`.
+   */
+  uint64_t tag;
+  /**
+   * The call's outcome, owned by the caller: free it with `gf_result_free`.
+   */
+  struct gf_result *result;
+} gf_completion;
 
 #ifdef __cplusplus
 extern "C" {
@@ -151,6 +184,27 @@ const char *gf_version(void);
  * The C ABI version this library implements (GF_ABI_VERSION of its header). Any thread.
  */
 uint32_t gf_abi_version(void);
+
+/**
+ * Sets how many worker threads the library's runtime starts with (default: min(cores, 4)).
+ * The runtime is process-wide and starts with the first client or registration; call this
+ * before that. The environment variable `GF_WORKER_THREADS`, when set, still wins, so that an
+ * operator can override what a program chose.
+ *
+ * Fewer workers can be faster when the program's own threads already keep the cores busy:
+ * the Go binding asks for half the CPUs (README, "Threads and memory"). Callbacks that block
+ * (a Python callback waiting for the GIL) want the default: a blocked worker holds up the calls
+ * queued behind it.
+ *
+ * - `worker_threads`: 1 to 256.
+ * - `error_out`: as in `gf_connect`.
+ *
+ * Returns 0 when the count will be used, 3 INVALID_ARGUMENT for 0 or more than 256, 9
+ * FAILED_PRECONDITION once the runtime runs (its count is then fixed). Never blocks;
+ * thread-safe.
+ */
+int32_t gf_set_worker_threads(uint32_t worker_threads,
+                              char **error_out);
 
 /**
  * Starts a unary call and returns at once; `callback` gets the outcome.
@@ -382,9 +436,9 @@ void gf_close(struct gf_client *client);
 /**
  * Writes a JSON snapshot of the client's counters and instances to `*json_out`: target,
  * calls, calls_failed, attempts, retries, transparent_retries, hedges, throttled_retries,
- * retry_tokens, policy, resolved, resolver_error, and per instance: address, weight,
- * metadata, state, healthy, ejected, ejected_until_ms, ejections, calls, failures, in_flight,
- * last_error.
+ * retry_tokens, worker_threads (the library runtime's, process-wide), policy, resolved,
+ * resolver_error, and per instance: address, weight, metadata, state, healthy, ejected,
+ * ejected_until_ms, ejections, calls, failures, in_flight, last_error.
  *
  * `json_out` is required; on 0 it receives a string the caller frees with `gf_string_free`;
  * untouched otherwise. `error_out` as in `gf_connect`. Never blocks. Thread-safe.
@@ -392,6 +446,95 @@ void gf_close(struct gf_client *client);
 int32_t gf_client_stats(struct gf_client *client,
                         char **json_out,
                         char **error_out);
+
+/**
+ * Makes a completion queue: calls started with `gf_invoke_queued` put their outcome in it
+ * instead of running a callback, and its file descriptor (`gf_queue_fd`) is readable while
+ * outcomes wait. Wait on the descriptor with poll/epoll/select or an event loop (asyncio's
+ * `add_reader`, Go's netpoller), then take the outcomes with `gf_queue_poll`. No caller code
+ * runs on a library thread, and the outcomes of calls that end together are announced with
+ * one wake-up.
+ *
+ * - `queue_out`: required; receives the queue, freed with `gf_queue_free`. Untouched on
+ *   failure.
+ * - `error_out`: as in `gf_connect`.
+ *
+ * Returns 0, 3 INVALID_ARGUMENT for a NULL `queue_out`, or 8 RESOURCE_EXHAUSTED when the
+ * process has no file descriptor left. Never blocks; any thread. One queue may serve many
+ * clients.
+ */
+int32_t gf_queue_new(struct gf_queue **queue_out,
+                     char **error_out);
+
+/**
+ * The queue's file descriptor: readable while outcomes wait (and now and then just after they
+ * were taken: `gf_queue_poll` then returns 0). Only wait on it; never read, write or close it.
+ * It stays open until `gf_queue_free` and the end of every call that uses the queue. -1 for
+ * NULL. Any thread.
+ */
+int32_t gf_queue_fd(const struct gf_queue *queue);
+
+/**
+ * Moves up to `max` outcomes, oldest first, to `out`; returns how many (0 when none waits, or
+ * for a NULL queue, a NULL `out` or `max` 0). The caller owns each `out[i].result` and frees
+ * it with `gf_result_free`. Never blocks; thread-safe.
+ *
+ * After a wake-up, call it until it returns less than `max`: an edge-triggered waiter (epoll
+ * with EPOLLET, Go's netpoller) is woken again only for outcomes that arrive after the queue
+ * was emptied.
+ */
+size_t gf_queue_poll(struct gf_queue *queue,
+                     struct gf_completion *out,
+                     size_t max);
+
+/**
+ * Frees a queue. Outcomes still waiting are freed, and calls still in flight end as usual
+ * (cancel them first if they should end now) but their outcomes are dropped. The descriptor
+ * closes when the last of them ends: remove it from your event loop before freeing. NULL is
+ * fine. Never blocks; any thread, once, after every other use of the queue.
+ */
+void gf_queue_free(struct gf_queue *queue);
+
+/**
+ * Starts a unary call whose outcome goes to `queue` with `tag`, and returns at once: the
+ * completion-queue counterpart of `gf_invoke_async`.
+ *
+ * - `client`, `method`, `request`/`request_len`, `timeout_ms`: as in `gf_invoke`; the request
+ *   is copied.
+ * - `queue`: required; gets exactly one outcome for every call this function accepted, never
+ *   for a rejected one. A successful outcome carries the response bytes, not the response
+ *   headers and trailers (use `gf_invoke_queued_ex` for those).
+ * - `tag`: any value; handed back with the outcome.
+ * - `call_out`, `error_out`: as in `gf_invoke_async`.
+ *
+ * Returns 0 when the call started, else 3 INVALID_ARGUMENT or 9 FAILED_PRECONDITION (closed
+ * client). Never blocks; thread-safe, also inside a callback. The call runs among others on a
+ * library thread; nothing of the caller's runs there.
+ */
+int32_t gf_invoke_queued(struct gf_client *client,
+                         const char *method,
+                         const uint8_t *request,
+                         size_t request_len,
+                         uint32_t timeout_ms,
+                         struct gf_queue *queue,
+                         uint64_t tag,
+                         struct gf_call **call_out,
+                         char **error_out);
+
+/**
+ * Like `gf_invoke_queued`, with call options (NULL = defaults; copied at the start), and the
+ * response headers and trailers kept in a successful outcome: the completion-queue counterpart
+ * of `gf_invoke_async_ex`.
+ */
+int32_t gf_invoke_queued_ex(struct gf_client *client,
+                            const char *method,
+                            const uint8_t *request,
+                            size_t request_len,
+                            const struct gf_call_options *options,
+                            struct gf_queue *queue,
+                            uint64_t tag,
+                            struct gf_call **call_out,
+                            char **error_out);
 
 /**
  * Registers `addr` under `prefix` in etcd with a lease of `ttl_s` seconds, in the record

@@ -100,6 +100,11 @@ impl Client {
         })
     }
 
+    /// Whether the client's options promise that async callbacks never block.
+    pub(crate) fn nonblocking_callbacks(&self) -> bool {
+        self.inner.options.nonblocking_callbacks
+    }
+
     pub fn target(&self) -> &str {
         &self.inner.target
     }
@@ -283,6 +288,8 @@ impl Client {
             "hedges": c.hedges.load(Ordering::Relaxed),
             "throttled_retries": c.throttled.load(Ordering::Relaxed),
             "retry_tokens": self.inner.throttle.as_ref().map(|t| t.tokens()),
+            // Process-wide: the library runtime's worker threads.
+            "worker_threads": runtime::workers(),
         });
         if let (Value::Object(out), Value::Object(lb)) = (&mut v, self.inner.balancer.stats()) {
             out.extend(lb);

@@ -2,20 +2,73 @@
 
 use once_cell::sync::OnceCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use tokio::runtime::{Handle, Runtime};
+
+use crate::status::{Code, Status};
 
 static RUNTIME: OnceCell<Runtime> = OnceCell::new();
 
-/// Worker threads: `GF_WORKER_THREADS` when set to a positive number, else min(cores, 4).
+/// The worker count asked for with [`set_worker_threads`] (0: none), and whether the runtime
+/// has read it: one lock, so that a request either counts or is refused.
+static REQUESTED_WORKERS: Mutex<(usize, bool)> = Mutex::new((0, false));
+
+/// The runtime's worker count, fixed when it starts.
+static WORKERS: OnceCell<usize> = OnceCell::new();
+
+/// The most worker threads a process may ask for.
+pub const MAX_WORKER_THREADS: usize = 256;
+
+/// Worker threads: `GF_WORKER_THREADS` when set to a positive number, else the count asked for
+/// with [`set_worker_threads`], else min(cores, 4). Marks the request as read.
 fn worker_threads() -> usize {
+    let requested = {
+        let mut r = REQUESTED_WORKERS.lock().unwrap_or_else(|e| e.into_inner());
+        r.1 = true;
+        r.0
+    };
     if let Some(n) = std::env::var("GF_WORKER_THREADS")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|n| *n > 0)
     {
-        return n;
+        return n.min(MAX_WORKER_THREADS);
+    }
+    if requested > 0 {
+        return requested;
     }
     cores().min(4)
+}
+
+/// Asks for `n` worker threads, before the runtime starts (a binding whose callers run on
+/// threads of their own, like Go's, needs fewer). `GF_WORKER_THREADS` still wins. Fails once the
+/// runtime runs: its worker count is then fixed.
+pub fn set_worker_threads(n: usize) -> Result<(), Status> {
+    if n == 0 || n > MAX_WORKER_THREADS {
+        return Err(Status::invalid_argument(format!(
+            "worker_threads: must be 1 to {MAX_WORKER_THREADS}, got {n}"
+        )));
+    }
+    let mut r = REQUESTED_WORKERS.lock().unwrap_or_else(|e| e.into_inner());
+    if r.1 {
+        drop(r);
+        let running = WORKERS
+            .get()
+            .map(|w| format!(" with {w} worker threads"))
+            .unwrap_or_default();
+        return Err(Status::new(
+            Code::FailedPrecondition,
+            format!("worker_threads: the runtime already runs{running}; set the count before the first client or registration"),
+        ));
+    }
+    r.0 = n;
+    Ok(())
+}
+
+/// The runtime's worker count (starting the runtime if needed).
+pub fn workers() -> usize {
+    get();
+    *WORKERS.get().expect("set when the runtime starts")
 }
 
 /// CPUs this process may run on (1 when unknown).
@@ -38,8 +91,9 @@ fn block_sigpipe() {
 /// The shared runtime, created on first use.
 pub fn get() -> &'static Runtime {
     RUNTIME.get_or_init(|| {
+        let workers = *WORKERS.get_or_init(worker_threads);
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(worker_threads())
+            .worker_threads(workers)
             .thread_name("grpc-failover")
             // Writes to a socket the peer closed must not kill the host program with SIGPIPE:
             // C programs keep its default action. Block it on every library thread.
@@ -114,11 +168,11 @@ where
     }
 }
 
-/// A blocking caller's call, ready to run: it reports its own result.
+/// A call ready to run on a call loop: it reports its own result.
 type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// Runs a blocking caller's call on one of the call loops: one task per worker thread that
-/// polls many calls, instead of one task per call.
+/// Runs a call on one of the call loops: one task per worker thread that polls many calls,
+/// instead of one task per call.
 ///
 /// Spawning from a thread outside the runtime costs an allocation, the runtime's task list
 /// lock and its injection queue lock, and often a wake-up of a parked worker. A loop that is
@@ -130,12 +184,17 @@ type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 /// worker at a time, so an unusually slow step of one call (copying a large message, say)
 /// delays the others on that loop a little.
 ///
-/// Only calls with nothing but a caller to wake run here: an async call's callback runs user
-/// code, which may block, and would hold up every call on its loop. Those get a task each.
-fn run_on_call_loop(job: Job) {
+/// Only calls that never block run here: blocking calls (which wake a parked caller) and the
+/// async calls of clients created with `nonblocking_callbacks` (the Go binding's, whose
+/// callbacks only queue the result). Any other async call's callback runs user code that may
+/// block (a Python callback waits for the GIL) and would hold up every call on its loop: those
+/// get a task each. Calls submitted together also leave together: the loop starts them in one
+/// poll, and their connection writes them in one `writev` (0.12 per call, against 0.66 with a
+/// task per call, for the Go binding's 32 concurrent callers).
+pub(crate) fn run_on_call_loop(job: Job) {
     static LOOPS: OnceCell<Vec<tokio::sync::mpsc::UnboundedSender<Job>>> = OnceCell::new();
     let loops = LOOPS.get_or_init(|| {
-        (0..worker_threads())
+        (0..workers())
             .map(|_| {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
                 handle().spawn(call_loop(rx));
@@ -172,11 +231,14 @@ async fn call_loop(mut jobs: tokio::sync::mpsc::UnboundedReceiver<Job>) {
         // Polls the calls that were woken; Pending when none is left to poll now (or when
         // FuturesUnordered yields, having arranged to be polled again). A job catches its own
         // panics; should one escape anyway, FuturesUnordered drops that job (which wakes its
-        // caller with an error) and the loop goes on with the others.
+        // caller with an error) and the loop goes on with the others. Completion queues learn
+        // of the calls that ended in this pass once, after it.
         loop {
-            let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
-            }));
+            let polled = crate::queue::batched(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
+                }))
+            });
             match polled {
                 Ok(()) => return Poll::Pending,
                 Err(_) => log::error!("a blocking call panicked on its call loop"),
@@ -314,6 +376,23 @@ impl Drop for SpinWait<'_> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn worker_threads_are_asked_for_before_the_runtime_starts() {
+        assert_eq!(
+            set_worker_threads(0).unwrap_err().code,
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            set_worker_threads(MAX_WORKER_THREADS + 1).unwrap_err().code,
+            Code::InvalidArgument
+        );
+        get();
+        let err = set_worker_threads(2).unwrap_err();
+        assert_eq!(err.code, Code::FailedPrecondition);
+        assert!(err.message.contains("already runs"), "{}", err.message);
+        assert!(workers() >= 1);
+    }
 
     #[test]
     fn a_lone_caller_spins_until_its_result_arrives() {

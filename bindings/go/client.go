@@ -12,98 +12,104 @@ package grpcfailover
 #include <unistd.h>
 #include "grpc_failover.h"
 
-// Completion callbacks run on library threads and stay in C: they never enter Go, so a library
-// thread never waits for the Go scheduler. A call's caller waits in one of two ways:
-// - alone in flight, blocked in C on its own thread (gfgo_wait): the callback posts a semaphore;
-// - otherwise as a goroutine: completed calls wait in this queue until the dispatcher goroutine
-//   takes them. The first completion after the queue was emptied writes a byte to a pipe, whose
-//   read end the dispatcher waits on through Go's netpoller.
+// No Go code runs on a library thread, so a library thread never waits for the Go scheduler. A
+// call's caller waits in one of two ways:
+// - alone in flight, blocked in C on its own thread (gfgo_wait): the call's completion callback
+//   (C, on the library thread) posts a semaphore;
+// - otherwise as a goroutine: the call's outcome goes to the library's completion queue
+//   (gf_invoke_queued), whose descriptor the dispatcher goroutine waits on through Go's
+//   netpoller; the dispatcher hands each outcome to its caller.
+#define GFGO_INLINE 224
+
+// A completed call's outcome. Outcomes from the queue, and calls with call options, keep their
+// result and point into it. The callbacks of a call without call options copy response and
+// message, one after the other, into text (inline, or a malloc'd block when larger); message
+// and response are then NULL (see pending.fill).
 typedef struct {
 	uintptr_t handle;
 	int32_t code;
 	const char *message;
 	const uint8_t *response;
 	size_t response_len;
-	// Calls with call options keep their result (for headers and trailers); calls without copy
-	// response and message into one malloc'd block.
 	gf_result *result;
 	void *block;
 	size_t headers;
 	size_t trailers;
+	char text[GFGO_INLINE];
 } gfgo_done;
 
-static pthread_mutex_t gfgo_lock = PTHREAD_MUTEX_INITIALIZER;
-static gfgo_done *gfgo_queue;
-static size_t gfgo_len, gfgo_cap;
-static int gfgo_signaled;
-static int gfgo_notify_fd = -1;
-
-static void gfgo_set_notify_fd(int fd) { gfgo_notify_fd = fd; }
-
-static void gfgo_push(gfgo_done d) {
-	pthread_mutex_lock(&gfgo_lock);
-	if (gfgo_len == gfgo_cap) {
-		size_t cap = gfgo_cap ? 2 * gfgo_cap : 64;
-		gfgo_done *q = realloc(gfgo_queue, cap * sizeof *q);
-		if (q == NULL) {
+static void gfgo_done_plain(gfgo_done *d, uintptr_t handle, int32_t code,
+                            const uint8_t *response, size_t response_len, const char *message) {
+	size_t message_len = strlen(message);
+	size_t size = response_len + message_len + 1;
+	char *text = d->text;
+	d->block = NULL;
+	if (size > GFGO_INLINE) {
+		text = d->block = malloc(size);
+		if (text == NULL) {
 			abort();
 		}
-		gfgo_queue = q;
-		gfgo_cap = cap;
-	}
-	gfgo_queue[gfgo_len++] = d;
-	int notify = !gfgo_signaled;
-	gfgo_signaled = 1;
-	pthread_mutex_unlock(&gfgo_lock);
-	if (notify) {
-		char b = 1;
-		// A full pipe (EAGAIN) holds unread bytes already, so the dispatcher wakes anyway.
-		ssize_t unused = write(gfgo_notify_fd, &b, 1);
-		(void)unused;
-	}
-}
-
-// A completed call's outcome. Calls with call options keep their result (for headers and
-// trailers); calls without copy response and message into one malloc'd block.
-static gfgo_done gfgo_done_plain(uintptr_t handle, int32_t code, const uint8_t *response,
-                                 size_t response_len, const char *message) {
-	size_t message_len = strlen(message);
-	char *block = malloc(response_len + message_len + 1);
-	if (block == NULL) {
-		abort();
 	}
 	if (response_len > 0) {
-		memcpy(block, response, response_len);
+		memcpy(text, response, response_len);
 	}
-	memcpy(block + response_len, message, message_len + 1);
-	gfgo_done d = {handle, code, block + response_len, (const uint8_t *)block,
-	               response_len, NULL, block, 0, 0};
-	return d;
+	memcpy(text + response_len, message, message_len + 1);
+	d->handle = handle;
+	d->code = code;
+	d->message = NULL;
+	d->response = NULL;
+	d->response_len = response_len;
+	d->result = NULL;
+	d->headers = 0;
+	d->trailers = 0;
 }
 
-static gfgo_done gfgo_done_result(uintptr_t handle, gf_result *result) {
-	gfgo_done d = {handle, 0, NULL, NULL, 0, result, NULL, 0, 0};
-	d.code = gf_result_code(result);
-	d.message = gf_result_message(result);
-	d.response = gf_result_response(result, &d.response_len);
-	d.headers = gf_result_header_count(result);
-	d.trailers = gf_result_trailer_count(result);
-	return d;
+static void gfgo_done_result(gfgo_done *d, uintptr_t handle, gf_result *result) {
+	d->handle = handle;
+	d->result = result;
+	d->block = NULL;
+	d->code = gf_result_code(result);
+	d->message = gf_result_message(result);
+	d->response = gf_result_response(result, &d->response_len);
+	d->headers = gf_result_header_count(result);
+	d->trailers = gf_result_trailer_count(result);
 }
 
-// Calls in flight that go through the dispatcher. A call waiting on its own thread stops
-// spinning when one starts (as the library's blocking calls stop when a second caller blocks).
+// The completion queue of every call whose caller waits as a goroutine.
+static gf_queue *gfgo_queue;
+
+typedef struct {
+	int fd;
+	int32_t code;
+	char *error;
+} gfgo_queue_made;
+
+static gfgo_queue_made gfgo_queue_init(void) {
+	gfgo_queue_made m = {-1, 0, NULL};
+	m.code = gf_queue_new(&gfgo_queue, &m.error);
+	if (m.code == 0) {
+		m.fd = gf_queue_fd(gfgo_queue);
+	}
+	return m;
+}
+
+// Calls in flight that go through the queue. A call waiting on its own thread stops spinning
+// when one starts (as the library's blocking calls stop when a second caller blocks).
 static atomic_long gfgo_overlapping;
 
-static void gfgo_on_done(void *user_data, int32_t code, const uint8_t *response,
-                         size_t response_len, const char *message) {
-	gfgo_push(gfgo_done_plain((uintptr_t)user_data, code, response, response_len, message));
-	atomic_fetch_sub_explicit(&gfgo_overlapping, 1, memory_order_relaxed);
-}
-
-static void gfgo_on_result(void *user_data, gf_result *result) {
-	gfgo_push(gfgo_done_result((uintptr_t)user_data, result));
-	atomic_fetch_sub_explicit(&gfgo_overlapping, 1, memory_order_relaxed);
+// Takes up to max outcomes from the queue into out (C memory: cgo checks Go memory passed to C
+// on every call); returns how many.
+static size_t gfgo_poll(gfgo_done *out, size_t max) {
+	gf_completion taken[256];
+	if (max > 256) {
+		max = 256;
+	}
+	size_t n = gf_queue_poll(gfgo_queue, taken, max);
+	for (size_t i = 0; i < n; i++) {
+		gfgo_done_result(&out[i], (uintptr_t)taken[i].tag, taken[i].result);
+	}
+	atomic_fetch_sub_explicit(&gfgo_overlapping, (long)n, memory_order_relaxed);
+	return n;
 }
 
 // A call whose caller waits on its own thread, blocked in gfgo_wait: the completion callback
@@ -119,14 +125,14 @@ typedef struct {
 static void gfgo_on_done_wake(void *user_data, int32_t code, const uint8_t *response,
                               size_t response_len, const char *message) {
 	gfgo_waiter *w = user_data;
-	w->done = gfgo_done_plain(0, code, response, response_len, message);
+	gfgo_done_plain(&w->done, 0, code, response, response_len, message);
 	atomic_store_explicit(&w->ready, 1, memory_order_release);
 	sem_post(&w->posted);
 }
 
 static void gfgo_on_result_wake(void *user_data, gf_result *result) {
 	gfgo_waiter *w = user_data;
-	w->done = gfgo_done_result(0, result);
+	gfgo_done_result(&w->done, 0, result);
 	atomic_store_explicit(&w->ready, 1, memory_order_release);
 	sem_post(&w->posted);
 }
@@ -217,22 +223,7 @@ static gfgo_done gfgo_wait(gfgo_waiter *w) {
 	return d;
 }
 
-// The dispatcher's batch, in C memory: cgo checks Go memory passed to C on every call.
 static gfgo_done *gfgo_batch(size_t n) { return malloc(n * sizeof(gfgo_done)); }
-
-// Moves up to max completed calls to out; returns how many.
-static size_t gfgo_drain(gfgo_done *out, size_t max) {
-	pthread_mutex_lock(&gfgo_lock);
-	size_t n = gfgo_len < max ? gfgo_len : max;
-	memcpy(out, gfgo_queue, n * sizeof *out);
-	memmove(gfgo_queue, gfgo_queue + n, (gfgo_len - n) * sizeof *out);
-	gfgo_len -= n;
-	if (gfgo_len == 0) {
-		gfgo_signaled = 0;
-	}
-	pthread_mutex_unlock(&gfgo_lock);
-	return n;
-}
 
 static void gfgo_release(gfgo_done *done, size_t n) {
 	for (size_t i = 0; i < n; i++) {
@@ -250,20 +241,18 @@ typedef struct {
 	gfgo_waiter *waiter;
 } gfgo_start;
 
-// A call's user_data. handle 0: the caller waits in gfgo_wait, on the waiter made here;
-// otherwise the outcome goes to the dispatcher's queue with this handle.
-static void *gfgo_user_data(gfgo_start *s, uintptr_t handle) {
+// A call's caller waits in gfgo_wait (handle 0), on a waiter made here, or as a goroutine for
+// the outcome that the queue hands to the dispatcher with this handle.
+static void gfgo_before_start(gfgo_start *s, uintptr_t handle) {
 	if (handle != 0) {
 		atomic_fetch_add_explicit(&gfgo_overlapping, 1, memory_order_relaxed);
-		return (void *)handle;
+	} else {
+		s->waiter = gfgo_waiter_new();
 	}
-	s->waiter = gfgo_waiter_new();
-	return s->waiter;
 }
 
-// A rejected call's callback never runs: its waiter goes now, or it no longer counts as
-// overlapping.
-static void gfgo_free_waiter_if_rejected(gfgo_start *s) {
+// A rejected call never completes: its waiter goes now, or it no longer counts as overlapping.
+static void gfgo_after_start(gfgo_start *s) {
 	if (s->code == 0) {
 		return;
 	}
@@ -275,20 +264,25 @@ static void gfgo_free_waiter_if_rejected(gfgo_start *s) {
 	}
 }
 
-// Starts a call without call options (handle as in gfgo_user_data).
+// Starts a call without call options (handle as in gfgo_before_start).
 static gfgo_start gfgo_invoke(gf_client *client, const char *method, const uint8_t *request,
                               size_t request_len, uint32_t timeout_ms, uintptr_t handle,
                               int want_call) {
 	gfgo_start s = {NULL, 0, NULL, NULL};
-	void *user_data = gfgo_user_data(&s, handle);
-	s.code = gf_invoke_async(client, method, request, request_len, timeout_ms,
-	                         handle == 0 ? gfgo_on_done_wake : gfgo_on_done, user_data,
-	                         want_call ? &s.call : NULL, &s.error);
-	gfgo_free_waiter_if_rejected(&s);
+	gf_call **call = want_call ? &s.call : NULL;
+	gfgo_before_start(&s, handle);
+	if (handle != 0) {
+		s.code = gf_invoke_queued(client, method, request, request_len, timeout_ms, gfgo_queue,
+		                          handle, call, &s.error);
+	} else {
+		s.code = gf_invoke_async(client, method, request, request_len, timeout_ms,
+		                         gfgo_on_done_wake, s.waiter, call, &s.error);
+	}
+	gfgo_after_start(&s);
 	return s;
 }
 
-// Starts a call with call options (handle as in gfgo_user_data). The metadata comes as one
+// Starts a call with call options (handle as in gfgo_before_start). The metadata comes as one
 // buffer: entry i has its NUL-terminated key at md + md_index[3i] and its value at
 // md + md_index[3i+1], of length md_index[3i+2].
 static gfgo_start gfgo_invoke_ex(gf_client *client, const char *method, const uint8_t *request,
@@ -308,12 +302,17 @@ static gfgo_start gfgo_invoke_ex(gf_client *client, const char *method, const ui
 			return s;
 		}
 	}
-	void *user_data = gfgo_user_data(&s, handle);
-	s.code = gf_invoke_async_ex(client, method, request, request_len, o,
-	                            handle == 0 ? gfgo_on_result_wake : gfgo_on_result, user_data,
-	                            want_call ? &s.call : NULL, &s.error);
+	gf_call **call = want_call ? &s.call : NULL;
+	gfgo_before_start(&s, handle);
+	if (handle != 0) {
+		s.code = gf_invoke_queued_ex(client, method, request, request_len, o, gfgo_queue, handle,
+		                             call, &s.error);
+	} else {
+		s.code = gf_invoke_async_ex(client, method, request, request_len, o,
+		                            gfgo_on_result_wake, s.waiter, call, &s.error);
+	}
 	gf_call_options_free(o);
-	gfgo_free_waiter_if_rejected(&s);
+	gfgo_after_start(&s);
 	return s;
 }
 
@@ -407,10 +406,15 @@ func Dial(target string, opts ...Option) (*Client, error) {
 	if abiMismatch {
 		return nil, errABI()
 	}
-	optionsJSON, err := newDialOptions(opts).json()
+	o := newDialOptions(opts)
+	// The completion callbacks (gfgo_on_done, gfgo_on_result) only queue the outcome: the
+	// library may run the calls together on its call loops.
+	o.values["nonblocking_callbacks"] = true
+	optionsJSON, err := o.json()
 	if err != nil {
 		return nil, err
 	}
+	configureRuntime()
 	if err := startDispatcher(); err != nil {
 		return nil, err
 	}
@@ -477,37 +481,48 @@ func (p *pending) release() {
 	pendingPool.Put(p)
 }
 
+var runtimeConfigured sync.Once
+
+// configureRuntime asks the library for half as many worker threads as there are CPUs (at
+// least 1, at most 4), before its runtime starts: in a Go program, Go's own threads run the
+// callers (README, "Threads and memory"). GF_WORKER_THREADS, when set, wins. Does nothing when
+// the runtime already runs (started by another user of the library in this process).
+func configureRuntime() {
+	runtimeConfigured.Do(func() {
+		n := min(max(runtime.NumCPU()/2, 1), 4)
+		// 9 FAILED_PRECONDITION when the runtime already runs: its count stays.
+		_ = C.gf_set_worker_threads(C.uint32_t(n), nil)
+	})
+}
+
 var dispatcher struct {
 	once sync.Once
 	err  error
 }
 
-// startDispatcher creates the completion pipe and starts the goroutine that hands completed calls
+// startDispatcher creates the completion queue and starts the goroutine that hands completed calls
 // to their callers, once per process.
 func startDispatcher() error {
 	dispatcher.once.Do(func() {
-		var fds [2]int
-		syscall.ForkLock.RLock()
-		err := syscall.Pipe(fds[:])
-		if err == nil {
-			syscall.CloseOnExec(fds[0])
-			syscall.CloseOnExec(fds[1])
-		}
-		syscall.ForkLock.RUnlock()
-		if err == nil {
-			err = syscall.SetNonblock(fds[0], true)
-		}
-		if err == nil {
-			err = syscall.SetNonblock(fds[1], true)
-		}
-		if err != nil {
-			dispatcher.err = newStatusError(Internal, "completion pipe: "+err.Error())
+		m := C.gfgo_queue_init()
+		if m.code != 0 {
+			dispatcher.err = newStatusError(Code(m.code), takeCString(m.error))
 			return
 		}
-		C.gfgo_set_notify_fd(C.int(fds[1]))
+		// The library owns the queue's descriptor; the File gets a duplicate (non-blocking,
+		// as the original), which makes a File that waits in the netpoller, not on a thread.
+		syscall.ForkLock.RLock()
+		fd, err := syscall.Dup(int(m.fd))
+		if err == nil {
+			syscall.CloseOnExec(fd)
+		}
+		syscall.ForkLock.RUnlock()
+		if err != nil {
+			dispatcher.err = newStatusError(Internal, "completion queue: "+err.Error())
+			return
+		}
 		C.gfgo_set_spin_limit_us(C.uint64_t(spinLimitMicros()))
-		// A non-blocking descriptor makes a File that waits in the netpoller, not on a thread.
-		go dispatch(os.NewFile(uintptr(fds[0]), "grpcfailover completions"))
+		go dispatch(os.NewFile(uintptr(fd), "grpcfailover completions"))
 	})
 	return dispatcher.err
 }
@@ -530,26 +545,32 @@ func spinLimitMicros() uint64 {
 // run Go code; this goroutine copies every outcome into Go memory.
 func dispatch(wake *os.File) {
 	const batchSize = 256
-	var buf [64]byte
 	cbatch := C.gfgo_batch(batchSize)
 	if cbatch == nil {
 		panic("grpcfailover: out of memory")
 	}
 	batch := unsafe.Slice(cbatch, batchSize)
+	raw, err := wake.SyscallConn()
+	if err != nil {
+		panic("grpcfailover: completion queue: " + err.Error())
+	}
+	// The netpoller is edge-triggered: it wakes this goroutine for outcomes that arrive after
+	// the queue was found empty (gf_queue_poll empties the descriptor then). So poll inside
+	// Read's function, which runs after Read armed the wait: when it finds nothing, Read parks
+	// until the next outcome.
+	n := 0
+	take := func(uintptr) bool {
+		n = int(C.gfgo_poll(cbatch, batchSize))
+		return n > 0
+	}
 	for {
-		if _, err := wake.Read(buf[:]); err != nil {
-			panic("grpcfailover: completion pipe: " + err.Error())
+		if err := raw.Read(take); err != nil {
+			panic("grpcfailover: completion queue: " + err.Error())
 		}
-		for {
-			n := int(C.gfgo_drain(cbatch, batchSize))
-			for i := range batch[:n] {
-				complete(&batch[i])
-			}
-			C.gfgo_release(cbatch, C.size_t(n))
-			if n < batchSize {
-				break
-			}
+		for i := range batch[:n] {
+			complete(&batch[i])
 		}
+		C.gfgo_release(cbatch, C.size_t(n))
 	}
 }
 
@@ -563,10 +584,19 @@ func complete(d *C.gfgo_done) {
 // fill copies a call's outcome into Go memory.
 func (p *pending) fill(d *C.gfgo_done) {
 	p.code = Code(d.code)
+	response, message := unsafe.Pointer(d.response), d.message
+	if d.result == nil {
+		// Response and message follow each other in the text (see gfgo_done).
+		response = d.block
+		if response == nil {
+			response = unsafe.Pointer(&d.text[0])
+		}
+		message = (*C.char)(unsafe.Add(response, d.response_len))
+	}
 	if p.code == OK {
-		p.response = C.GoBytes(unsafe.Pointer(d.response), C.int(d.response_len))
+		p.response = C.GoBytes(response, C.int(d.response_len))
 	} else {
-		p.message = C.GoString(d.message)
+		p.message = C.GoString(message)
 	}
 	if p.wantHeader {
 		p.header = readMetadata(d.result, 0, int(d.headers))
@@ -802,6 +832,7 @@ type Stats struct {
 	Hedges             uint64          `json:"hedges"`
 	ThrottledRetries   uint64          `json:"throttled_retries"`
 	RetryTokens        *float64        `json:"retry_tokens"`
+	WorkerThreads      int             `json:"worker_threads"` // the library's, process-wide
 	Policy             string          `json:"policy"`
 	Resolved           bool            `json:"resolved"`
 	ResolverError      string          `json:"resolver_error"`

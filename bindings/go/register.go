@@ -136,6 +136,7 @@ func register(optionsJSON, prefix, addr string, metadataJSON *string, ttlS uint3
 		cmetadata = C.CString(*metadataJSON)
 		defer C.free(unsafe.Pointer(cmetadata))
 	}
+	configureRuntime()
 	r := C.gfgo_register(coptions, cprefix, caddr, cmetadata, C.uint32_t(ttlS))
 	if r.code != 0 {
 		return nil, newStatusError(Code(r.code), takeCString(r.error))

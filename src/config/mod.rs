@@ -69,6 +69,9 @@ pub struct Options {
     /// HTTP/2 keepalive pings on idle and busy connections; None (the default, as in gRPC) is off.
     pub keepalive_time: Option<Duration>,
     pub keepalive_timeout: Duration,
+    /// The async calls' callbacks never block: such calls run on the call loops, where their
+    /// callback runs too (see `runtime::run_on_call_loop`).
+    pub nonblocking_callbacks: bool,
 }
 
 impl Default for Options {
@@ -82,6 +85,7 @@ impl Default for Options {
             max_in_flight_per_instance: None,
             keepalive_time: None,
             keepalive_timeout: Duration::from_secs(20),
+            nonblocking_callbacks: false,
         }
     }
 }
@@ -155,6 +159,9 @@ impl Options {
         o.keepalive_time = opt_ms(obj, "keepalive_time_ms", "")?;
         if let Some(t) = opt_ms(obj, "keepalive_timeout_ms", "")? {
             o.keepalive_timeout = t;
+        }
+        if let Some(b) = opt_bool(obj, "nonblocking_callbacks")? {
+            o.nonblocking_callbacks = b;
         }
         Ok(o)
     }
@@ -233,6 +240,14 @@ fn opt_uint(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Option<
     }
 }
 
+fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(format!("{key}: must be true or false, got {other}")),
+    }
+}
+
 fn opt_ms(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Option<Duration>, String> {
     Ok(opt_uint(obj, key, prefix)?.map(Duration::from_millis))
 }
@@ -242,5 +257,26 @@ fn opt_f64(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Option<f
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
         Some(other) => Err(format!("{prefix}{key}: must be a number, got {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonblocking_callbacks_is_a_boolean_off_by_default() {
+        assert!(!Options::from_json(None).unwrap().nonblocking_callbacks);
+        let on = Options::from_json(Some(r#"{"nonblocking_callbacks": true}"#)).unwrap();
+        assert!(on.nonblocking_callbacks);
+        let null = Options::from_json(Some(r#"{"nonblocking_callbacks": null}"#)).unwrap();
+        assert!(!null.nonblocking_callbacks);
+        let err = Options::from_json(Some(r#"{"nonblocking_callbacks": 1}"#)).unwrap_err();
+        assert_eq!(err.code, crate::status::Code::InvalidArgument);
+        assert!(
+            err.message.contains("nonblocking_callbacks"),
+            "{}",
+            err.message
+        );
     }
 }

@@ -45,7 +45,7 @@ fn c_pairs(pairs: &[(String, Bytes)]) -> Vec<(CString, Bytes)> {
 }
 
 impl gf_result {
-    fn new(result: CallResult) -> gf_result {
+    pub(super) fn new(result: CallResult) -> gf_result {
         let message =
             CString::new(result.status.message.replace('\0', "\\0")).expect("NULs replaced");
         let headers = c_pairs(&result.headers);
@@ -64,6 +64,13 @@ impl gf_result {
 /// `message` is "" on success. The callback must not block for long; it may start new async
 /// calls, and may call `gf_call_free` and `gf_call_cancel`, but not blocking `gf_` calls
 /// (`gf_invoke` returns 9 FAILED_PRECONDITION there).
+///
+/// By default each async call runs as a task of its own, so a callback that blocks a while
+/// (waiting for a lock, or for Python's GIL) holds up only its own thread. A client created
+/// with `"nonblocking_callbacks": true` in its options promises that its callbacks never block
+/// (they only hand the outcome over, e.g. push it to a queue): its calls then share the
+/// library's call loops, where calls started together are sent together, and the callback runs
+/// there. Cheaper per call, but a callback that blocks then delays every call on its loop.
 pub type gf_callback = Option<
     unsafe extern "C" fn(
         user_data: *mut c_void,
@@ -76,7 +83,8 @@ pub type gf_callback = Option<
 
 /// Completion callback of `gf_invoke_async_ex`. Runs exactly once per accepted call, on a
 /// library thread, and receives ownership of `result`: free it with `gf_result_free` (during
-/// the callback or later, from any thread).
+/// the callback or later, from any thread). Otherwise as `gf_callback` (blocking rules and
+/// `nonblocking_callbacks`).
 pub type gf_result_callback =
     Option<unsafe extern "C" fn(user_data: *mut c_void, result: *mut gf_result)>;
 
@@ -86,14 +94,14 @@ struct UserData(*mut c_void);
 // the library never dereferences it.
 unsafe impl Send for UserData {}
 
-struct Prepared {
+pub(super) struct Prepared {
     client: Client,
     method: String,
     request: Bytes,
     opts: CallOptions,
 }
 
-fn prepare(
+pub(super) fn prepare(
     client: *mut gf_client,
     method: *const c_char,
     request: *const u8,
@@ -112,17 +120,40 @@ fn prepare(
     })
 }
 
-fn options_arg(options: *const gf_call_options) -> Option<CallOptions> {
+pub(super) fn options_arg(options: *const gf_call_options) -> Option<CallOptions> {
     // SAFETY: NULL checked; the caller promises a live options object.
     (!options.is_null()).then(|| unsafe { (*options).opts.clone() })
 }
 
+/// Where an async call runs.
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Place {
+    /// A task of its own: for callbacks that may block (a Python callback waiting for the GIL),
+    /// which then hold up no other call.
+    Task,
+    /// A call loop (`runtime::run_on_call_loop`), with `done` run there: only when `done` never
+    /// blocks.
+    Loop,
+}
+
+impl Place {
+    /// Where the calls of a client with callbacks run.
+    fn for_callbacks(client: &Client) -> Place {
+        if client.nonblocking_callbacks() {
+            Place::Loop
+        } else {
+            Place::Task
+        }
+    }
+}
+
 /// Starts the call on the runtime; `done` runs once with the result (with the response
 /// metadata of a successful call only when `metadata` says Keep).
-fn spawn(
+pub(super) fn spawn(
     p: Prepared,
     call_out: *mut *mut gf_call,
     metadata: ResponseMetadata,
+    place: Place,
     done: impl FnOnce(CallResult) + Send + 'static,
 ) {
     let cancel = CancellationToken::new();
@@ -133,7 +164,7 @@ fn spawn(
         // SAFETY: checked for NULL.
         unsafe { *call_out = handle };
     }
-    runtime::handle().spawn(async move {
+    let call = Box::pin(async move {
         let result = p
             .client
             .invoke_with(&p.method, p.request, &p.opts, Some(&cancel), metadata)
@@ -143,6 +174,11 @@ fn spawn(
             log::error!("{}", super::panic_status(panic).message);
         }
     });
+    if place == Place::Loop {
+        runtime::run_on_call_loop(call);
+    } else {
+        runtime::handle().spawn(call);
+    }
 }
 
 /// Starts a unary call and returns at once; `callback` gets the outcome.
@@ -180,7 +216,8 @@ pub extern "C" fn gf_invoke_async(
         let callback =
             callback.ok_or_else(|| Status::invalid_argument("callback: must not be NULL"))?;
         let user_data = UserData(user_data);
-        spawn(p, call_out, ResponseMetadata::Drop, move |r| {
+        let place = Place::for_callbacks(&p.client);
+        spawn(p, call_out, ResponseMetadata::Drop, place, move |r| {
             let user_data = user_data;
             let message =
                 CString::new(r.status.message.replace('\0', "\\0")).expect("NULs replaced");
@@ -377,7 +414,8 @@ pub extern "C" fn gf_invoke_async_ex(
         let callback =
             callback.ok_or_else(|| Status::invalid_argument("callback: must not be NULL"))?;
         let user_data = UserData(user_data);
-        spawn(p, call_out, ResponseMetadata::Keep, move |r| {
+        let place = Place::for_callbacks(&p.client);
+        spawn(p, call_out, ResponseMetadata::Keep, place, move |r| {
             let user_data = user_data;
             let result = Box::into_raw(Box::new(gf_result::new(r)));
             // SAFETY: the caller gave this callback for exactly this purpose; it owns `result`.

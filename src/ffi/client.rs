@@ -149,9 +149,9 @@ pub extern "C" fn gf_close(client: *mut gf_client) {
 
 /// Writes a JSON snapshot of the client's counters and instances to `*json_out`: target,
 /// calls, calls_failed, attempts, retries, transparent_retries, hedges, throttled_retries,
-/// retry_tokens, policy, resolved, resolver_error, and per instance: address, weight,
-/// metadata, state, healthy, ejected, ejected_until_ms, ejections, calls, failures, in_flight,
-/// last_error.
+/// retry_tokens, worker_threads (the library runtime's, process-wide), policy, resolved,
+/// resolver_error, and per instance: address, weight, metadata, state, healthy, ejected,
+/// ejected_until_ms, ejections, calls, failures, in_flight, last_error.
 ///
 /// `json_out` is required; on 0 it receives a string the caller frees with `gf_string_free`;
 /// untouched otherwise. `error_out` as in `gf_connect`. Never blocks. Thread-safe.

@@ -8,6 +8,7 @@
 
 mod call;
 mod client;
+mod queue;
 mod registration;
 
 use std::ffi::{c_char, CStr, CString};
@@ -208,4 +209,27 @@ pub extern "C" fn gf_version() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn gf_abi_version() -> u32 {
     GF_ABI_VERSION
+}
+
+/// Sets how many worker threads the library's runtime starts with (default: min(cores, 4)).
+/// The runtime is process-wide and starts with the first client or registration; call this
+/// before that. The environment variable `GF_WORKER_THREADS`, when set, still wins, so that an
+/// operator can override what a program chose.
+///
+/// Fewer workers can be faster when the program's own threads already keep the cores busy:
+/// the Go binding asks for half the CPUs (README, "Threads and memory"). Callbacks that block
+/// (a Python callback waiting for the GIL) want the default: a blocked worker holds up the calls
+/// queued behind it.
+///
+/// - `worker_threads`: 1 to 256.
+/// - `error_out`: as in `gf_connect`.
+///
+/// Returns 0 when the count will be used, 3 INVALID_ARGUMENT for 0 or more than 256, 9
+/// FAILED_PRECONDITION once the runtime runs (its count is then fixed). Never blocks;
+/// thread-safe.
+#[no_mangle]
+pub extern "C" fn gf_set_worker_threads(worker_threads: u32, error_out: *mut *mut c_char) -> i32 {
+    guard(error_out, || {
+        crate::runtime::set_worker_threads(usize::try_from(worker_threads).unwrap_or(usize::MAX))
+    })
 }

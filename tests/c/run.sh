@@ -15,6 +15,10 @@
 #   GF_STATIC_LIBS     what the static library needs (from `cargo rustc --release --lib --
 #                      --print native-static-libs`)
 #   GF_MEMCHECK        valgrind | asan | none (default: valgrind if installed, else asan)
+#   GF_MEMCHECK_LIBRARY the shared library the memory checker runs link (its .a next to it);
+#                      default: target/memcheck/release/libgrpc_failover.so, built here with
+#                      `--no-default-features` (glibc's malloc instead of mimalloc, whose heap
+#                      valgrind and LSan cannot see)
 #   GF_MEMCHECK_SCALE  loop scale under the memory checker (default 0.5)
 #   CC, CXX            compilers (default cc, c++)
 set -uo pipefail
@@ -134,6 +138,25 @@ if [ $build_ok = 1 ]; then
     step "C++, static library"
     run "C++ static" timeout -k 10 240 "$OUT/test_api_cpp_static"
 
+    # The memory checker runs link a build of the library without mimalloc: valgrind and LSan
+    # only see glibc's heap. The code is the same; only the allocator differs.
+    memcheck_build() {
+        if [ -n "${GF_MEMCHECK_LIBRARY:-}" ]; then
+            MC_LIBRARY="$GF_MEMCHECK_LIBRARY"
+        else
+            MC_LIBRARY="$ROOT/target/memcheck/release/libgrpc_failover.so"
+            (cd "$ROOT" && CARGO_TARGET_DIR=target/memcheck cargo build --release --lib \
+                --no-default-features --quiet) || return 1
+        fi
+        local dir
+        dir="$(cd "$(dirname "$MC_LIBRARY")" && pwd)"
+        "$CC" -pthread -o "$OUT/test_api_c_mc_shared" "$OUT/test_api_c.o" -L "$dir" \
+            -l"$LIB_NAME" -Wl,-rpath,"$dir" &&
+            # shellcheck disable=SC2086 # a list of linker flags, split on purpose
+            "$CXX" -pthread -o "$OUT/test_api_cpp_mc_static" "$OUT/test_api_cpp.o" \
+                "${MC_LIBRARY%.so}.a" $GF_STATIC_LIBS
+    }
+    run "build for the memory checker" memcheck_build || GF_MEMCHECK=none
     memcheck_env=(GF_TEST_SCALE="$GF_MEMCHECK_SCALE" GF_TEST_TIMEOUT_S=300)
     case "$GF_MEMCHECK" in
     valgrind)
@@ -142,16 +165,17 @@ if [ $build_ok = 1 ]; then
         if [ -s "$HERE/valgrind.supp" ]; then VALGRIND+=(--suppressions="$HERE/valgrind.supp"); fi
         step "C, shared library, under valgrind (GF_TEST_SCALE=$GF_MEMCHECK_SCALE)"
         run "C shared under valgrind" env "${memcheck_env[@]}" timeout -k 10 600 \
-            "${VALGRIND[@]}" "$OUT/test_api_c_shared"
+            "${VALGRIND[@]}" "$OUT/test_api_c_mc_shared"
         step "C++, static library, under valgrind (GF_TEST_SCALE=$GF_MEMCHECK_SCALE)"
         run "C++ static under valgrind" env "${memcheck_env[@]}" timeout -k 10 600 \
-            "${VALGRIND[@]}" "$OUT/test_api_cpp_static"
+            "${VALGRIND[@]}" "$OUT/test_api_cpp_mc_static"
         ;;
     asan)
         step "C, shared library, ASan + LSan (GF_TEST_SCALE=$GF_MEMCHECK_SCALE)"
         asan_build() {
             "$CC" "${CFLAGS[@]}" -fsanitize=address -fno-omit-frame-pointer \
-                -o "$OUT/test_api_c_asan" "$HERE/test_api.c" "${SHARED[@]}"
+                -o "$OUT/test_api_c_asan" "$HERE/test_api.c" -L "$(dirname "$MC_LIBRARY")" \
+                -l"$LIB_NAME" -Wl,-rpath,"$(cd "$(dirname "$MC_LIBRARY")" && pwd)"
         }
         run "build C with ASan" asan_build &&
             run "C shared under ASan" env "${memcheck_env[@]}" \

@@ -5,9 +5,11 @@
  */
 #include "harness.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/epoll.h>
 
 static const char *echo_addr;  /* answers at once */
 static const char *nf_addr;    /* answers every call with 5 NOT_FOUND */
@@ -1420,6 +1422,42 @@ static void test_async_burst_of_small_calls(void)
     gf_close(client);
 }
 
+/* A client whose callbacks never block runs its async calls on the library's call loops,
+ * callbacks included: the same outcomes, each callback exactly once. */
+static void test_async_nonblocking_callbacks(void)
+{
+    char target[300];
+    snprintf(target, sizeof target, "static:///%s", echo_addr);
+    gf_client *client = NULL;
+    char *err = NULL;
+    CHECK_CODE(gf_connect(target, "{\"nonblocking_callbacks\": true}", &client, &err), GF_OK,
+               err);
+    if (client == NULL) {
+        return;
+    }
+    long n = gft_scaled(5000);
+    tally t;
+    tally_init(&t);
+    t.expected = GF_OK;
+    for (long i = 0; i < n; i++) {
+        int32_t rc = gf_invoke_async(client, ECHO, (const uint8_t *)"x", 1, 60000, tally_callback,
+                                     &t, NULL, NULL);
+        if (rc != GF_OK) {
+            gft_fatal("gf_invoke_async = %d", rc);
+        }
+    }
+    latch_wait_or_die(&t.done, n, "async calls with nonblocking callbacks");
+    gft_sleep_ms(50); /* a second callback for any call would show up by now */
+    int ok = atomic_load(&t.codes[GF_OK]);
+    CHECKF(ok == n && atomic_load(&t.done.count) == n,
+           "%d of %ld calls OK, %ld callbacks; first failure: %s", ok, n,
+           atomic_load(&t.done.count), t.first_other);
+    CHECK_BAD_ARG(gf_connect(target, "{\"nonblocking_callbacks\": \"yes\"}", &client, &err),
+                  err, "nonblocking_callbacks");
+    latch_destroy(&t.done);
+    gf_close(client);
+}
+
 /* gf_close from inside a callback cancels the client's other calls. */
 typedef struct closer {
     gf_client *client;
@@ -1692,9 +1730,269 @@ static void test_metadata_invalid(void)
     gf_close(client);
 }
 
+
+/* ---------------------------------------------------------------------------------------- */
+/* Completion queues                                                                        */
+
+/* Waits for the queue's descriptor the way an edge-triggered event loop does (epoll with
+ * EPOLLET), and takes outcomes until `want` more arrived: a lost announcement hangs here (the
+ * watchdog fails the case). Each outcome lands in slots[tag]; returns how many arrived. */
+typedef struct queued {
+    int32_t code;
+    int outcomes;
+    bool response_ok;
+    bool has_trailers;
+} queued;
+
+static long drain_queue_edge_triggered(gf_queue *q, queued *slots, long n, long want,
+                                       const char *what)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET};
+    CHECKF(epoll_ctl(ep, EPOLL_CTL_ADD, gf_queue_fd(q), &ev) == 0, "epoll_ctl: %s",
+           strerror(errno));
+    long got = 0;
+    gf_completion batch[64];
+    int64_t deadline = gft_now_ms() + 60000;
+    while (got < want) {
+        size_t k;
+        /* After a wake-up, poll until the queue runs short (the header's rule for
+         * edge-triggered waiters). */
+        do {
+            k = gf_queue_poll(q, batch, 64);
+            for (size_t i = 0; i < k; i++) {
+                uint64_t tag = batch[i].tag;
+                gf_result *r = batch[i].result;
+                if (tag >= (uint64_t)n) {
+                    gft_fatal("%s: unknown tag %llu", what, (unsigned long long)tag);
+                }
+                queued *s = &slots[tag];
+                s->outcomes++;
+                s->code = gf_result_code(r);
+                size_t len = 0;
+                const uint8_t *data = gf_result_response(r, &len);
+                char want_req[32];
+                int want_len = snprintf(want_req, sizeof want_req, "call-%llu",
+                                        (unsigned long long)tag);
+                s->response_ok = s->code != GF_OK ||
+                                 (len == (size_t)want_len && memcmp(data, want_req, len) == 0);
+                s->has_trailers = gf_result_trailer_count(r) > 0;
+                gf_result_free(r);
+                got++;
+            }
+        } while (k == 64);
+        if (got >= want) {
+            break;
+        }
+        int64_t left = deadline - gft_now_ms();
+        if (left <= 0) {
+            gft_fatal("%s: %ld of %ld outcomes within 60 s", what, got, want);
+        }
+        int r = epoll_wait(ep, &ev, 1, (int)left);
+        CHECKF(r >= 0 || errno == EINTR, "epoll_wait: %s", strerror(errno));
+    }
+    close(ep);
+    return got;
+}
+
+static bool fd_readable(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+/* Many calls on two clients (one answers, one fails every call) into one queue, plain and with
+ * options: every tag comes back exactly once with its own outcome, and an empty queue leaves
+ * the descriptor quiet. */
+static void test_queue_many_calls_two_clients(void)
+{
+    gf_client *echo = connect_to(echo_addr);
+    gf_client *nf = connect_to(nf_addr);
+    gf_queue *q = NULL;
+    char *err = NULL;
+    CHECK_CODE(gf_queue_new(&q, &err), GF_OK, err);
+    if (q == NULL) {
+        return;
+    }
+    CHECK(gf_queue_fd(q) >= 0);
+    CHECK(!fd_readable(gf_queue_fd(q)));
+    CHECK(gf_queue_poll(q, (gf_completion[1]){{0}}, 1) == 0);
+    gf_call_options *opts = echo_metadata_options();
+    long n = gft_scaled(10000);
+    queued *slots = calloc((size_t)n, sizeof *slots);
+    for (long i = 0; i < n; i++) {
+        char req[32];
+        int len = snprintf(req, sizeof req, "call-%ld", i);
+        int32_t rc;
+        if (i % 10 == 9) {
+            rc = gf_invoke_queued(nf, ECHO, (const uint8_t *)req, (size_t)len, 60000, q,
+                                  (uint64_t)i, NULL, &err);
+        } else if (i % 10 == 8) {
+            rc = gf_invoke_queued_ex(echo, ECHO, (const uint8_t *)req, (size_t)len, opts, q,
+                                     (uint64_t)i, NULL, &err);
+        } else {
+            rc = gf_invoke_queued(echo, ECHO, (const uint8_t *)req, (size_t)len, 60000, q,
+                                  (uint64_t)i, NULL, &err);
+        }
+        if (rc != GF_OK) {
+            gft_fatal("gf_invoke_queued #%ld = %d: %s", i, rc, err ? err : "");
+        }
+    }
+    gf_call_options_free(opts);
+    drain_queue_edge_triggered(q, slots, n, n, "10,000 queued calls");
+    long once = 0, right = 0;
+    for (long i = 0; i < n; i++) {
+        once += slots[i].outcomes == 1;
+        int32_t want = i % 10 == 9 ? GF_NOT_FOUND : GF_OK;
+        /* Only the calls with options keep response metadata (the echoed x-echo- trailers). */
+        bool trailers_ok = slots[i].code != GF_OK || slots[i].has_trailers == (i % 10 == 8);
+        right += slots[i].code == want && slots[i].response_ok && trailers_ok;
+    }
+    CHECKF(once == n, "%ld of %ld tags came back exactly once", once, n);
+    CHECKF(right == n, "%ld of %ld outcomes right", right, n);
+    CHECK(gf_queue_poll(q, (gf_completion[1]){{0}}, 1) == 0);
+    CHECKF(!fd_readable(gf_queue_fd(q)), "the descriptor is quiet once the queue is empty");
+    free(slots);
+    gf_queue_free(q);
+    gf_close(echo);
+    gf_close(nf);
+}
+
+/* Cancelled calls, and calls of a closed client, come back CANCELLED through the queue. */
+static void test_queue_cancel_and_close(void)
+{
+    gf_client *client = connect_to(stall_addr);
+    gf_queue *q = NULL;
+    CHECK_CODE(gf_queue_new(&q, NULL), GF_OK, "");
+    if (q == NULL) {
+        return;
+    }
+    enum { N = 20 };
+    gf_call *calls[N] = {0};
+    queued slots[N];
+    memset(slots, 0, sizeof slots);
+    for (int i = 0; i < N; i++) {
+        char *err = NULL;
+        int32_t rc = gf_invoke_queued(client, ECHO, (const uint8_t *)"x", 1, 0, q, (uint64_t)i,
+                                      &calls[i], &err);
+        CHECK_CODE(rc, GF_OK, err);
+        gf_string_free(err);
+    }
+    for (int i = 0; i < N / 2; i++) {
+        gf_call_cancel(calls[i]);
+    }
+    drain_queue_edge_triggered(q, slots, N, N / 2, "cancelled calls");
+    gf_close(client);
+    drain_queue_edge_triggered(q, slots, N, N - N / 2, "calls of a closed client");
+    for (int i = 0; i < N; i++) {
+        CHECKF(slots[i].outcomes == 1 && slots[i].code == GF_CANCELLED,
+               "call %d: %d outcomes, code %d", i, slots[i].outcomes, slots[i].code);
+        gf_call_free(calls[i]);
+    }
+    gf_queue_free(q);
+}
+
+/* A queue freed with calls in flight: the calls still end (freeing their outcomes), nothing
+ * crashes or leaks (the memory checker run sees to that). */
+static void test_queue_free_with_calls_in_flight(void)
+{
+    gf_client *client = connect_to(slow_addr);
+    gf_client *fast = connect_to(echo_addr);
+    gf_queue *q = NULL;
+    CHECK_CODE(gf_queue_new(&q, NULL), GF_OK, "");
+    if (q == NULL) {
+        return;
+    }
+    for (int i = 0; i < 10; i++) {
+        CHECK_CODE(gf_invoke_queued(client, ECHO, (const uint8_t *)"x", 1, 0, q, (uint64_t)i,
+                                    NULL, NULL),
+                   GF_OK, "");
+        CHECK_CODE(gf_invoke_queued(fast, ECHO, (const uint8_t *)"y", 1, 0, q, 100 + (uint64_t)i,
+                                    NULL, NULL),
+                   GF_OK, "");
+    }
+    gft_sleep_ms(200); /* the fast calls' outcomes wait in the queue */
+    CHECK(fd_readable(gf_queue_fd(q)));
+    gf_queue_free(q);
+    gft_sleep_ms(SLOW_SERVER_MS + 500); /* the slow calls end into the freed queue */
+    gf_close(client);
+    gf_close(fast);
+}
+
+static void test_queue_bad_arguments(void)
+{
+    gf_client *client = connect_to(echo_addr);
+    gf_queue *q = NULL;
+    char *err = NULL;
+    CHECK_BAD_ARG(gf_queue_new(NULL, &err), err, "queue_out");
+    CHECK(gf_queue_fd(NULL) == -1);
+    gf_completion c[1];
+    CHECK(gf_queue_poll(NULL, c, 1) == 0);
+    gf_queue_free(NULL);
+    CHECK_CODE(gf_queue_new(&q, &err), GF_OK, err);
+    CHECK(err == NULL);
+    CHECK(gf_queue_poll(q, NULL, 1) == 0);
+    CHECK(gf_queue_poll(q, c, 0) == 0);
+    gf_call *sentinel = (gf_call *)(uintptr_t)0x1;
+    gf_call *call = sentinel;
+    int32_t rc = gf_invoke_queued(client, ECHO, (const uint8_t *)"x", 1, 0, NULL, 1, &call, &err);
+    CHECK_BAD_ARG(rc, err, "queue");
+    CHECKF(call == sentinel, "call_out is untouched on failure");
+    rc = gf_invoke_queued_ex(client, ECHO, (const uint8_t *)"x", 1, NULL, NULL, 1, &call, &err);
+    CHECK_BAD_ARG(rc, err, "queue");
+    rc = gf_invoke_queued(client, "no-slash", (const uint8_t *)"x", 1, 0, q, 1, &call, &err);
+    CHECK_BAD_ARG(rc, err, "method");
+    rc = gf_invoke_queued(NULL, ECHO, (const uint8_t *)"x", 1, 0, q, 1, &call, &err);
+    CHECK_BAD_ARG(rc, err, "client");
+    rc = gf_invoke_queued(client, ECHO, NULL, 5, 0, q, 1, &call, &err);
+    CHECK_BAD_ARG(rc, err, "request");
+    CHECKF(call == sentinel, "call_out is untouched on failure");
+    /* A rejected call puts nothing in the queue. */
+    CHECK(gf_queue_poll(q, c, 1) == 0);
+    CHECK(!fd_readable(gf_queue_fd(q)));
+    /* NULL options are the defaults; a successful outcome without options has no trailers. */
+    rc = gf_invoke_queued_ex(client, ECHO, (const uint8_t *)"call-7", 6, NULL, q, 7, NULL, &err);
+    CHECK_CODE(rc, GF_OK, err);
+    queued slots[8];
+    memset(slots, 0, sizeof slots);
+    drain_queue_edge_triggered(q, slots, 8, 1, "a call with NULL options");
+    CHECK(slots[7].outcomes == 1 && slots[7].code == GF_OK && slots[7].response_ok);
+    gf_queue_free(q);
+    gf_close(client);
+}
+
+/* gf_set_worker_threads before the runtime starts (main asked for 5) takes effect; afterwards
+ * it is refused, as are 0 and absurd counts. */
+static int requested_workers_rc = -1;
+
+static void test_worker_threads(void)
+{
+    gf_client *client = connect_to(echo_addr);
+    gf_bytes resp = {0};
+    CHECK_CODE(gf_invoke(client, ECHO, (const uint8_t *)"x", 1, 10000, &resp, NULL), GF_OK, "");
+    gf_bytes_free(&resp);
+    CHECK_CODE(requested_workers_rc, GF_OK, "gf_set_worker_threads(5) before the first client");
+    if (getenv("GF_WORKER_THREADS") == NULL) {
+        char *json = NULL;
+        CHECK_CODE(gf_client_stats(client, &json, NULL), GF_OK, "");
+        CHECKF(contains(json, "\"worker_threads\":5"), "stats: %s", json ? json : "(NULL)");
+        gf_string_free(json);
+    }
+    char *err = NULL;
+    CHECK_CODE(gf_set_worker_threads(2, &err), GF_FAILED_PRECONDITION, err);
+    CHECKF(contains(err, "already runs"), "message: %s", err ? err : "(NULL)");
+    gf_string_free(err);
+    err = NULL;
+    CHECK_BAD_ARG(gf_set_worker_threads(0, &err), err, "worker_threads");
+    CHECK_BAD_ARG(gf_set_worker_threads(100000, &err), err, "worker_threads");
+    gf_close(client);
+}
+
 int main(int argc, char **argv)
 {
     gft_init();
+    /* Before anything starts the library's runtime (see test_worker_threads). */
+    requested_workers_rc = gf_set_worker_threads(5, NULL);
     const char *const nf_args[] = {"--fail-rate", "1", "--fail-code", "5", NULL};
     const char *const slow_args[] = {"--delay-ms", "2000", NULL};
     const char *const stall_args[] = {"--delay-ms", "600000", NULL};
@@ -1727,11 +2025,17 @@ int main(int argc, char **argv)
     gft_run("async_close_with_calls_on_the_wire", test_async_close_with_calls_on_the_wire, argc,
             argv);
     gft_run("async_close_inside_callback", test_async_close_inside_callback, argc, argv);
+    gft_run("async_nonblocking_callbacks", test_async_nonblocking_callbacks, argc, argv);
     gft_run("async_close_racing_connection_setup", test_async_close_racing_connection_setup,
             argc, argv);
     gft_run("server_closing_connection_raises_no_sigpipe",
             test_server_closing_connection_raises_no_sigpipe, argc, argv);
     gft_run("metadata_round_trip", test_metadata_round_trip, argc, argv);
     gft_run("metadata_invalid", test_metadata_invalid, argc, argv);
+    gft_run("queue_many_calls_two_clients", test_queue_many_calls_two_clients, argc, argv);
+    gft_run("queue_cancel_and_close", test_queue_cancel_and_close, argc, argv);
+    gft_run("queue_free_with_calls_in_flight", test_queue_free_with_calls_in_flight, argc, argv);
+    gft_run("queue_bad_arguments", test_queue_bad_arguments, argc, argv);
+    gft_run("worker_threads", test_worker_threads, argc, argv);
     return gft_finish("test_api_c");
 }

@@ -395,9 +395,9 @@ class Client:
         """A snapshot of the client's counters and instances (``gf_client_stats``) as a dict.
 
         Keys: target, calls, calls_failed, attempts, retries, transparent_retries, hedges,
-        throttled_retries, retry_tokens, policy, resolved, resolver_error, and ``instances``,
-        each with address, weight, metadata, state, healthy, ejected, calls, failures,
-        in_flight, last_error and more.
+        throttled_retries, retry_tokens, worker_threads, policy, resolved, resolver_error, and
+        ``instances``, each with address, weight, metadata, state, healthy, ejected, calls,
+        failures, in_flight, last_error and more.
         """
         native = self._native
         out, error = c_void_p(), c_void_p()

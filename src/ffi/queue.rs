@@ -1,0 +1,201 @@
+//! Completion queues: gf_queue_*, gf_invoke_queued.
+
+use std::ffi::c_char;
+
+use super::call::{
+    gf_call, gf_call_options, gf_result, options_arg, prepare, spawn, Place, Prepared,
+};
+use super::client::{gf_client, timeout};
+use super::{guard, guard_void};
+use crate::call::{CallOptions, ResponseMetadata};
+use crate::queue::CompletionQueue;
+use crate::status::Status;
+
+/// One finished call, as `gf_queue_poll` hands it out.
+#[repr(C)]
+pub struct gf_completion {
+    /// The tag given to `gf_invoke_queued`.
+    pub tag: u64,
+    /// The call's outcome, owned by the caller: free it with `gf_result_free`.
+    pub result: *mut gf_result,
+}
+
+/// A queue of finished async calls, with a file descriptor that is readable while some wait.
+/// Opaque. Thread-safe. Make with `gf_queue_new`, free with `gf_queue_free`.
+pub struct gf_queue {
+    queue: CompletionQueue<Completion>,
+}
+
+/// A finished call waiting in a queue; its result is freed with it unless handed out.
+struct Completion {
+    tag: u64,
+    result: Box<gf_result>,
+}
+
+fn queue_arg<'a>(queue: *const gf_queue) -> Option<&'a gf_queue> {
+    // SAFETY: NULL checked; the caller promises a live queue from gf_queue_new.
+    (!queue.is_null()).then(|| unsafe { &*queue })
+}
+
+/// Makes a completion queue: calls started with `gf_invoke_queued` put their outcome in it
+/// instead of running a callback, and its file descriptor (`gf_queue_fd`) is readable while
+/// outcomes wait. Wait on the descriptor with poll/epoll/select or an event loop (asyncio's
+/// `add_reader`, Go's netpoller), then take the outcomes with `gf_queue_poll`. No caller code
+/// runs on a library thread, and the outcomes of calls that end together are announced with
+/// one wake-up.
+///
+/// - `queue_out`: required; receives the queue, freed with `gf_queue_free`. Untouched on
+///   failure.
+/// - `error_out`: as in `gf_connect`.
+///
+/// Returns 0, 3 INVALID_ARGUMENT for a NULL `queue_out`, or 8 RESOURCE_EXHAUSTED when the
+/// process has no file descriptor left. Never blocks; any thread. One queue may serve many
+/// clients.
+#[no_mangle]
+pub extern "C" fn gf_queue_new(queue_out: *mut *mut gf_queue, error_out: *mut *mut c_char) -> i32 {
+    guard(error_out, || {
+        if queue_out.is_null() {
+            return Err(Status::invalid_argument("queue_out: must not be NULL"));
+        }
+        let queue = CompletionQueue::new()?;
+        // SAFETY: checked for NULL.
+        unsafe { *queue_out = Box::into_raw(Box::new(gf_queue { queue })) };
+        Ok(())
+    })
+}
+
+/// The queue's file descriptor: readable while outcomes wait (and now and then just after they
+/// were taken: `gf_queue_poll` then returns 0). Only wait on it; never read, write or close it.
+/// It stays open until `gf_queue_free` and the end of every call that uses the queue. -1 for
+/// NULL. Any thread.
+#[no_mangle]
+pub extern "C" fn gf_queue_fd(queue: *const gf_queue) -> i32 {
+    queue_arg(queue).map(|q| q.queue.fd()).unwrap_or(-1)
+}
+
+/// Moves up to `max` outcomes, oldest first, to `out`; returns how many (0 when none waits, or
+/// for a NULL queue, a NULL `out` or `max` 0). The caller owns each `out[i].result` and frees
+/// it with `gf_result_free`. Never blocks; thread-safe.
+///
+/// After a wake-up, call it until it returns less than `max`: an edge-triggered waiter (epoll
+/// with EPOLLET, Go's netpoller) is woken again only for outcomes that arrive after the queue
+/// was emptied.
+#[no_mangle]
+pub extern "C" fn gf_queue_poll(
+    queue: *mut gf_queue,
+    out: *mut gf_completion,
+    max: usize,
+) -> usize {
+    let Some(q) = queue_arg(queue) else { return 0 };
+    if out.is_null() || max == 0 {
+        return 0;
+    }
+    let mut taken = Vec::new();
+    let n = q.queue.take(max, &mut taken);
+    for (i, c) in taken.into_iter().enumerate() {
+        // SAFETY: the caller promises room for `max` entries at `out`; i < n <= max.
+        unsafe {
+            out.add(i).write(gf_completion {
+                tag: c.tag,
+                result: Box::into_raw(c.result),
+            })
+        };
+    }
+    n
+}
+
+/// Frees a queue. Outcomes still waiting are freed, and calls still in flight end as usual
+/// (cancel them first if they should end now) but their outcomes are dropped. The descriptor
+/// closes when the last of them ends: remove it from your event loop before freeing. NULL is
+/// fine. Never blocks; any thread, once, after every other use of the queue.
+#[no_mangle]
+pub extern "C" fn gf_queue_free(queue: *mut gf_queue) {
+    guard_void(|| {
+        if queue.is_null() {
+            return;
+        }
+        // SAFETY: made by Box::into_raw in gf_queue_new; freed exactly once.
+        let q = unsafe { Box::from_raw(queue) };
+        q.queue.close();
+    })
+}
+
+/// Starts a unary call whose outcome goes to `queue` with `tag`, and returns at once: the
+/// completion-queue counterpart of `gf_invoke_async`.
+///
+/// - `client`, `method`, `request`/`request_len`, `timeout_ms`: as in `gf_invoke`; the request
+///   is copied.
+/// - `queue`: required; gets exactly one outcome for every call this function accepted, never
+///   for a rejected one. A successful outcome carries the response bytes, not the response
+///   headers and trailers (use `gf_invoke_queued_ex` for those).
+/// - `tag`: any value; handed back with the outcome.
+/// - `call_out`, `error_out`: as in `gf_invoke_async`.
+///
+/// Returns 0 when the call started, else 3 INVALID_ARGUMENT or 9 FAILED_PRECONDITION (closed
+/// client). Never blocks; thread-safe, also inside a callback. The call runs among others on a
+/// library thread; nothing of the caller's runs there.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn gf_invoke_queued(
+    client: *mut gf_client,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    timeout_ms: u32,
+    queue: *mut gf_queue,
+    tag: u64,
+    call_out: *mut *mut gf_call,
+    error_out: *mut *mut c_char,
+) -> i32 {
+    guard(error_out, || {
+        let opts = CallOptions {
+            timeout: timeout(timeout_ms),
+            ..CallOptions::default()
+        };
+        let p = prepare(client, method, request, request_len, Some(opts))?;
+        start(p, queue, tag, call_out, ResponseMetadata::Drop)
+    })
+}
+
+/// Like `gf_invoke_queued`, with call options (NULL = defaults; copied at the start), and the
+/// response headers and trailers kept in a successful outcome: the completion-queue counterpart
+/// of `gf_invoke_async_ex`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn gf_invoke_queued_ex(
+    client: *mut gf_client,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    options: *const gf_call_options,
+    queue: *mut gf_queue,
+    tag: u64,
+    call_out: *mut *mut gf_call,
+    error_out: *mut *mut c_char,
+) -> i32 {
+    guard(error_out, || {
+        let p = prepare(client, method, request, request_len, options_arg(options))?;
+        start(p, queue, tag, call_out, ResponseMetadata::Keep)
+    })
+}
+
+fn start(
+    p: Prepared,
+    queue: *mut gf_queue,
+    tag: u64,
+    call_out: *mut *mut gf_call,
+    metadata: ResponseMetadata,
+) -> Result<(), Status> {
+    let queue = queue_arg(queue)
+        .ok_or_else(|| Status::invalid_argument("queue: must not be NULL"))?
+        .queue
+        .clone();
+    // The outcome only goes into the queue, which never blocks: the call runs on a call loop.
+    spawn(p, call_out, metadata, Place::Loop, move |r| {
+        queue.push(Completion {
+            tag,
+            result: Box::new(gf_result::new(r)),
+        })
+    });
+    Ok(())
+}
