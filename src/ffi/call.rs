@@ -164,7 +164,7 @@ pub(super) fn spawn(
         // SAFETY: checked for NULL.
         unsafe { *call_out = handle };
     }
-    let call = Box::pin(async move {
+    let call = move || async move {
         let result = p
             .client
             .invoke_with(&p.method, p.request, &p.opts, Some(&cancel), metadata)
@@ -173,11 +173,11 @@ pub(super) fn spawn(
         {
             log::error!("{}", super::panic_status(panic).message);
         }
-    });
+    };
     if place == Place::Loop {
         runtime::run_on_call_loop(call);
     } else {
-        runtime::handle().spawn(call);
+        runtime::handle().spawn(call());
     }
 }
 
@@ -380,7 +380,7 @@ pub extern "C" fn gf_invoke_ex(
             return Err(Status::invalid_argument("result_out: must not be NULL"));
         }
         check_blocking_allowed("gf_invoke_ex")?;
-        let result = runtime::run_blocking(async move {
+        let result = runtime::run_blocking(move || async move {
             p.client.invoke_full(&p.method, p.request, &p.opts).await
         });
         let status = result.status.clone();

@@ -119,7 +119,8 @@ pub extern "C" fn gf_invoke(
             ..CallOptions::default()
         };
         let method = method.to_owned();
-        let reply = runtime::run_blocking(async move { c.invoke(&method, request, &opts).await })?;
+        let reply =
+            runtime::run_blocking(move || async move { c.invoke(&method, request, &opts).await })?;
         // SAFETY: checked for NULL above.
         unsafe { *response_out = gf_bytes::from_vec(reply.to_vec()) };
         Ok(())
