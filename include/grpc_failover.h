@@ -65,11 +65,6 @@
 #define GF_UNAUTHENTICATED 16
 
 /**
- * The most worker threads a process may ask for.
- */
-#define MAX_WORKER_THREADS 256
-
-/**
  * An async call in flight. Opaque. Lets the caller cancel the call; free it with
  * `gf_call_free` exactly once (before or after the callback ran: both are fine).
  */

@@ -106,13 +106,15 @@ impl<T: Send + 'static> CompletionQueue<T> {
         if state.signaled || state.deferred {
             return;
         }
-        let in_pass = DEFERRED.with(|d| match d.borrow_mut().as_mut() {
-            Some(list) => {
-                list.push(self.inner.clone());
-                true
-            }
-            None => false,
-        });
+        let in_pass = DEFERRED
+            .try_with(|d| match d.borrow_mut().as_mut() {
+                Some(list) => {
+                    list.push(self.inner.clone());
+                    true
+                }
+                None => false,
+            })
+            .unwrap_or(false);
         if in_pass {
             state.deferred = true;
         } else {
@@ -198,18 +200,21 @@ thread_local! {
 /// Runs one call-loop pass: outcomes pushed meanwhile are announced once, after `pass` (also
 /// when it panics).
 pub(crate) fn batched<R>(pass: impl FnOnce() -> R) -> R {
-    struct Flush;
+    /// Announces this pass's queues and restores the list of an enclosing pass, if any.
+    struct Flush(Option<Vec<Arc<dyn Announce>>>);
     impl Drop for Flush {
         fn drop(&mut self) {
-            if let Some(list) = DEFERRED.with(|d| d.borrow_mut().take()) {
+            let outer = self.0.take();
+            let ours = DEFERRED.try_with(|d| std::mem::replace(&mut *d.borrow_mut(), outer));
+            if let Ok(Some(list)) = ours {
                 for queue in list {
                     queue.announce();
                 }
             }
         }
     }
-    DEFERRED.with(|d| *d.borrow_mut() = Some(Vec::new()));
-    let _flush = Flush;
+    let outer = DEFERRED.with(|d| d.borrow_mut().replace(Vec::new()));
+    let _flush = Flush(outer);
     pass()
 }
 
@@ -277,6 +282,22 @@ mod tests {
         q.take(10, &mut out);
         q.push(8);
         assert!(readable(q.fd()));
+    }
+
+    #[test]
+    fn a_nested_pass_announces_its_own_queues_and_keeps_the_outer_ones() {
+        let outer = CompletionQueue::<u32>::new().unwrap();
+        let inner = CompletionQueue::<u32>::new().unwrap();
+        batched(|| {
+            outer.push(1);
+            batched(|| inner.push(2));
+            assert!(
+                readable(inner.fd()),
+                "announced at the end of the inner pass"
+            );
+            assert!(!readable(outer.fd()), "still deferred to the outer pass");
+        });
+        assert!(readable(outer.fd()));
     }
 
     #[test]

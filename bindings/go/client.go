@@ -407,8 +407,8 @@ func Dial(target string, opts ...Option) (*Client, error) {
 		return nil, errABI()
 	}
 	o := newDialOptions(opts)
-	// The completion callbacks (gfgo_on_done, gfgo_on_result) only queue the outcome: the
-	// library may run the calls together on its call loops.
+	// The completion callbacks (gfgo_on_done_wake, gfgo_on_result_wake) only hand the outcome
+	// over and post a semaphore: the library may run the calls together on its call loops.
 	o.values["nonblocking_callbacks"] = true
 	optionsJSON, err := o.json()
 	if err != nil {

@@ -125,6 +125,32 @@ pub(super) fn options_arg(options: *const gf_call_options) -> Option<CallOptions
     (!options.is_null()).then(|| unsafe { (*options).opts.clone() })
 }
 
+/// An async call's completion, run exactly once: with the call's result, or with INTERNAL when
+/// the call is dropped before it ends.
+struct OnceDone<F: FnOnce(CallResult)>(Option<F>);
+
+impl<F: FnOnce(CallResult)> OnceDone<F> {
+    fn call(&mut self, result: CallResult) {
+        if let Some(done) = self.0.take() {
+            if let Err(panic) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result)))
+            {
+                log::error!("{}", super::panic_status(panic).message);
+            }
+        }
+    }
+}
+
+impl<F: FnOnce(CallResult)> Drop for OnceDone<F> {
+    fn drop(&mut self) {
+        if self.0.is_some() && !std::thread::panicking() {
+            self.call(CallResult::error(Status::internal(
+                "internal error in grpc-failover: the call was dropped before it ended",
+            )));
+        }
+    }
+}
+
 /// Where an async call runs.
 #[derive(Clone, Copy, PartialEq)]
 pub(super) enum Place {
@@ -165,14 +191,21 @@ pub(super) fn spawn(
         unsafe { *call_out = handle };
     }
     let call = move || async move {
-        let result = p
-            .client
-            .invoke_with(&p.method, p.request, &p.opts, Some(&cancel), metadata)
-            .await;
-        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| done(result)))
-        {
-            log::error!("{}", super::panic_status(panic).message);
-        }
+        use futures_util::FutureExt;
+        // Exactly one outcome per accepted call: a panic inside the call becomes INTERNAL, and a
+        // call dropped unfinished (its loop or task torn down) still reports one.
+        let mut done = OnceDone(Some(done));
+        let result = std::panic::AssertUnwindSafe(p.client.invoke_with(
+            &p.method,
+            p.request,
+            &p.opts,
+            Some(&cancel),
+            metadata,
+        ))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| CallResult::error(super::panic_status(panic)));
+        done.call(result);
     };
     if place == Place::Loop {
         runtime::run_on_call_loop(call);
@@ -549,4 +582,28 @@ pub extern "C" fn gf_result_free(result: *mut gf_result) {
             drop(unsafe { Box::from_raw(result) });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn an_async_call_reports_exactly_once_also_when_dropped_unfinished() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = |seen: &Arc<Mutex<Vec<tonic::Code>>>| {
+            let seen = seen.clone();
+            move |r: CallResult| seen.lock().unwrap().push(r.status.code)
+        };
+        let mut done = OnceDone(Some(record(&seen)));
+        done.call(CallResult::error(Status::cancelled("x")));
+        done.call(CallResult::error(Status::cancelled("again")));
+        drop(done);
+        drop(OnceDone(Some(record(&seen))));
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![tonic::Code::Cancelled, tonic::Code::Internal]
+        );
+    }
 }

@@ -156,8 +156,13 @@ if [ $build_ok = 1 ]; then
             "$CXX" -pthread -o "$OUT/test_api_cpp_mc_static" "$OUT/test_api_cpp.o" \
                 "${MC_LIBRARY%.so}.a" $GF_STATIC_LIBS
     }
-    run "build for the memory checker" memcheck_build || GF_MEMCHECK=none
-    memcheck_env=(GF_TEST_SCALE="$GF_MEMCHECK_SCALE" GF_TEST_TIMEOUT_S=300)
+    if [ "$GF_MEMCHECK" != none ]; then
+        run "build for the memory checker" memcheck_build || GF_MEMCHECK=none
+    fi
+    # `env -u LD_LIBRARY_PATH`: the memcheck programs find their library by their run path; a
+    # developer's LD_LIBRARY_PATH would swap in the mimalloc build, whose heap the checker
+    # cannot see.
+    memcheck_env=(-u LD_LIBRARY_PATH GF_TEST_SCALE="$GF_MEMCHECK_SCALE" GF_TEST_TIMEOUT_S=300)
     case "$GF_MEMCHECK" in
     valgrind)
         VALGRIND=(valgrind -q --error-exitcode=99 --leak-check=full

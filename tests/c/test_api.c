@@ -1423,7 +1423,8 @@ static void test_async_burst_of_small_calls(void)
 }
 
 /* A client whose callbacks never block runs its async calls on the library's call loops,
- * callbacks included: the same outcomes, each callback exactly once. */
+ * callbacks included: the same outcomes, each callback exactly once. (Where a callback runs is
+ * not observable from here; this checks the contract under the option.) */
 static void test_async_nonblocking_callbacks(void)
 {
     char target[300];
@@ -1851,6 +1852,12 @@ static void test_queue_many_calls_two_clients(void)
     CHECKF(once == n, "%ld of %ld tags came back exactly once", once, n);
     CHECKF(right == n, "%ld of %ld outcomes right", right, n);
     CHECK(gf_queue_poll(q, (gf_completion[1]){{0}}, 1) == 0);
+    /* Quiet once the queue is empty, after at most a stray announcement: a pusher writes its
+     * byte after it released the queue, so the last byte may land after the last take. */
+    for (int i = 0; i < 100 && fd_readable(gf_queue_fd(q)); i++) {
+        CHECK(gf_queue_poll(q, (gf_completion[1]){{0}}, 1) == 0);
+        gft_sleep_ms(10);
+    }
     CHECKF(!fd_readable(gf_queue_fd(q)), "the descriptor is quiet once the queue is empty");
     free(slots);
     gf_queue_free(q);
@@ -1911,8 +1918,9 @@ static void test_queue_free_with_calls_in_flight(void)
                                     NULL, NULL),
                    GF_OK, "");
     }
-    gft_sleep_ms(200); /* the fast calls' outcomes wait in the queue */
-    CHECK(fd_readable(gf_queue_fd(q)));
+    /* The fast calls' outcomes arrive and wait in the queue. */
+    struct pollfd p = {.fd = gf_queue_fd(q), .events = POLLIN};
+    CHECKF(poll(&p, 1, 30000) == 1, "no outcome within 30 s");
     gf_queue_free(q);
     gft_sleep_ms(SLOW_SERVER_MS + 500); /* the slow calls end into the freed queue */
     gf_close(client);
