@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Se
 
 from . import _args
 from ._args import MetadataArg
-from ._ffi import RESULT_CALLBACK, fast, lib, take_string
+from ._ffi import RESULT_CALLBACK, Completion, fast, lib, take_string
 from ._status import Metadata, RpcError, StatusCode
 
 
@@ -167,19 +167,62 @@ _open: Set[_Native] = set()
 
 
 class _Completions:
-    """Finished async calls of one event loop, handed over from library threads.
+    """Finished async calls of one event loop.
 
-    The callback only appends the result and wakes the loop when no wake-up is pending yet, so
-    a burst of completions costs one wake-up; the loop then reads and frees the results.
+    Normally through a completion queue of the library (``gf_queue``): the loop waits on its
+    descriptor with ``add_reader`` and takes the results itself, so no Python code runs on a
+    library thread and no library thread waits for the GIL. Calls that end together cost one
+    wake-up.
+
+    Where the loop cannot watch a descriptor (``add_reader`` unsupported), through a callback on
+    a library thread instead: it only appends the result and wakes the loop when no wake-up is
+    pending yet; the loop then reads and frees the results.
     """
 
-    __slots__ = ("loop", "items", "scheduled", "__weakref__")
+    __slots__ = ("loop", "items", "scheduled", "queue", "fd", "batch", "__weakref__")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         # A weak reference: this object is the value of a WeakKeyDictionary keyed by the loop.
         self.loop = weakref.ref(loop)
         self.items: "collections.deque[Tuple[_Entry, int]]" = collections.deque()
         self.scheduled = False
+        self.queue: Optional[int] = None
+        self.fd = -1
+        self.batch = (Completion * 64)()
+        queue = c_void_p()
+        if fast.gf_queue_new(byref(queue), None) != 0 or not queue.value:
+            return  # out of descriptors: the callback path still works
+        fd = fast.gf_queue_fd(queue.value)
+        try:
+            loop.add_reader(fd, self.take)
+        except (NotImplementedError, RuntimeError, ValueError, OSError):
+            fast.gf_queue_free(queue.value)
+            return
+        self.queue, self.fd = queue.value, fd
+
+    def take(self) -> None:
+        # On the loop's thread, when the queue's descriptor is readable.
+        queue, batch = self.queue, self.batch
+        while True:
+            n = fast.gf_queue_poll(queue, batch, 64)
+            for i in range(n):
+                done = batch[i]
+                entry = _pending.pop(done.tag, None)
+                result = done.result
+                try:
+                    if entry is None or entry[1].done():
+                        continue  # nobody waits (the coroutine was cancelled)
+                    future, full = entry[1], entry[2]
+                    try:
+                        outcome = _read_result(result, full)
+                    except BaseException as e:
+                        future.set_exception(e)
+                    else:
+                        future.set_result(outcome)
+                finally:
+                    fast.gf_result_free(result)
+            if n < 64:
+                return
 
     def push(self, entry: "_Entry", result: int) -> None:
         # On a library thread.
@@ -224,9 +267,13 @@ class _Completions:
             fast.gf_result_free(result)
 
     def __del__(self) -> None:
-        # A loop that stopped for good and was collected with results still queued.
+        # A loop that stopped for good and was collected with results still queued. Its
+        # selector went with it; the library drops the outcomes of calls still in flight.
         try:
             self.discard()
+            if self.queue:
+                fast.gf_queue_free(self.queue)
+                self.queue = None
         except Exception:
             pass
 
@@ -291,8 +338,9 @@ def _at_exit() -> None:
     # the interpreter can still take them.
     for native in list(_open):
         native.close()
+    # Only callback-path calls run Python on library threads; queued outcomes stay in C.
     deadline = time.monotonic() + 2.0
-    while _pending and time.monotonic() < deadline:
+    while any(e[0].queue is None for e in list(_pending.values())) and time.monotonic() < deadline:
         time.sleep(0.005)
 
 
@@ -517,17 +565,29 @@ class Client:
         key = next(_ids)
         call, error = c_void_p(), c_void_p()
         native = self._native
-        _pending[key] = (_completions_for(loop), future, full)
+        completions = _completions_for(loop)
+        queue = completions.queue
+        _pending[key] = (completions, future, full)
         code = -1
         try:
-            # gf_invoke_async_ex never blocks, so the lock is held across it: close() cannot
+            # The start functions never block, so the lock is held across them: close() cannot
             # free the handle meanwhile.
             with native.lock:
                 if native.closed:
                     raise ValueError("Client is closed")
-                code = fast.gf_invoke_async_ex(
-                    native.ptr, m, req, len(req), options, _ON_RESULT, key, byref(call), byref(error)
-                )
+                if queue is None:
+                    code = fast.gf_invoke_async_ex(
+                        native.ptr, m, req, len(req), options, _ON_RESULT, key, byref(call), byref(error)
+                    )
+                elif options is None and not full:
+                    # Only the bytes: the result need not keep response headers and trailers.
+                    code = fast.gf_invoke_queued(
+                        native.ptr, m, req, len(req), 0, queue, key, byref(call), byref(error)
+                    )
+                else:
+                    code = fast.gf_invoke_queued_ex(
+                        native.ptr, m, req, len(req), options, queue, key, byref(call), byref(error)
+                    )
                 if code == 0:
                     native.calls[key] = call.value  # type: ignore[assignment]
             if options:
@@ -538,8 +598,10 @@ class Client:
             outcome = await future
         except BaseException:
             if code == 0:
-                # Cancelled (or the coroutine closed): the callback still runs, with
-                # CANCELLED, and frees the result; nobody reads it.
+                # Cancelled (or the coroutine closed): the outcome still arrives, with
+                # CANCELLED, and is freed unread; nobody waits for it any more (and the loop
+                # that would take it from the queue may be closing).
+                _pending.pop(key, None)
                 fast.gf_call_cancel(call.value)
             raise
         finally:
@@ -549,6 +611,6 @@ class Client:
                 native.forget(key)
                 fast.gf_call_free(call.value)
             else:
-                # Refused: the callback never runs.
+                # Refused: no outcome ever arrives.
                 _pending.pop(key, None)
         return _finish(outcome, full)

@@ -18,6 +18,7 @@ from ctypes import (
     c_int32,
     c_size_t,
     c_uint32,
+    c_uint64,
     c_void_p,
 )
 from pathlib import Path
@@ -87,6 +88,12 @@ _out_ptr = POINTER(c_void_p)
 #: ``gf_result_callback``: ``void (*)(void *user_data, gf_result *result)``.
 RESULT_CALLBACK = CFUNCTYPE(None, c_void_p, c_void_p)
 
+
+class Completion(ctypes.Structure):
+    """``gf_completion``: a finished queued call's tag and result (owned by the reader)."""
+
+    _fields_ = [("tag", c_uint64), ("result", c_void_p)]
+
 _BLOCKING = {
     "gf_connect": ([c_char_p, c_char_p, _out_ptr, _out_ptr], c_int32),
     "gf_invoke_ex": (
@@ -112,6 +119,18 @@ _NON_BLOCKING = {
     "gf_call_options_add_metadata": ([c_void_p, c_char_p, c_char_p, c_size_t, _out_ptr], c_int32),
     "gf_invoke_async_ex": (
         [c_void_p, c_char_p, c_char_p, c_size_t, c_void_p, RESULT_CALLBACK, c_void_p, _out_ptr, _out_ptr],
+        c_int32,
+    ),
+    "gf_queue_new": ([_out_ptr, _out_ptr], c_int32),
+    "gf_queue_fd": ([c_void_p], c_int32),
+    "gf_queue_poll": ([c_void_p, POINTER(Completion), c_size_t], c_size_t),
+    "gf_queue_free": ([c_void_p], None),
+    "gf_invoke_queued": (
+        [c_void_p, c_char_p, c_char_p, c_size_t, c_uint32, c_void_p, c_uint64, _out_ptr, _out_ptr],
+        c_int32,
+    ),
+    "gf_invoke_queued_ex": (
+        [c_void_p, c_char_p, c_char_p, c_size_t, c_void_p, c_void_p, c_uint64, _out_ptr, _out_ptr],
         c_int32,
     ),
     "gf_call_cancel": ([c_void_p], None),

@@ -162,3 +162,48 @@ def test_sync_and_async_on_one_client(server):
             return await asyncio.gather(sync, c.invoke_async("/test.Svc/Echo", b"a"))
 
         assert asyncio.run(main()) == [b"s", b"a"]
+
+
+def test_results_come_through_the_completion_queue(server):
+    # The loop watches the queue's descriptor: no Python runs on a library thread.
+    async def main(c):
+        assert await c.invoke_async("/test.Svc/Echo", b"q") == b"q"
+        completions = _client._completions_for(asyncio.get_running_loop())
+        assert completions.queue is not None and completions.fd >= 0
+        assert not completions.items
+
+    with Client(f"static:///{server.addr}") as c:
+        asyncio.run(main(c))
+
+
+class _NoReaderLoop(asyncio.SelectorEventLoop):
+    def add_reader(self, fd, callback, *args):
+        raise NotImplementedError
+
+
+def test_loops_that_cannot_watch_a_descriptor_get_callbacks(servers):
+    # Without add_reader (as on Windows' proactor loop), results come through library-thread
+    # callbacks instead: the same outcomes, cancellation included.
+    ok = servers("ok")
+    slow = servers("slow", "--delay-ms", "3000")
+
+    async def main():
+        assert _client._completions_for(asyncio.get_running_loop()).queue is None
+        with Client(f"static:///{ok.addr}") as c:
+            payloads = [b"cb-%d" % i for i in range(200)]
+            assert await asyncio.gather(*(c.invoke_async("/test.Svc/Echo", p, timeout=20) for p in payloads)) == payloads
+            r = await c.invoke_full_async("/test.Svc/Echo", b"z", metadata=[("x-echo-k", "v")], timeout=5)
+            assert r.data == b"z" and ("x-echo-k", "v") in r.trailers
+        with Client(f"static:///{slow.addr}") as c:
+            task = asyncio.ensure_future(c.invoke_async("/test.Svc/Echo", timeout=10))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    loop = _NoReaderLoop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert eventually(lambda: not _client._pending, timeout=2)
