@@ -1,7 +1,7 @@
 //! The client: a target, its resolver, its balancer and its service config. This is the Rust
 //! API that the C ABI wraps.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -34,6 +34,9 @@ struct Inner {
     throttle: Option<Throttle>,
     counters: CallCounters,
     closed: CancellationToken,
+    /// Set (before `closed` is cancelled) when the client closes: what calls check on their way,
+    /// without the token's mutex, which every call of the client shares.
+    is_closed: AtomicBool,
 }
 
 impl Client {
@@ -96,6 +99,7 @@ impl Client {
                 throttle,
                 counters: CallCounters::default(),
                 closed,
+                is_closed: AtomicBool::new(false),
             }),
         })
     }
@@ -171,7 +175,7 @@ impl Client {
         // A call that failed because close() or cancel tore down its connection while it was
         // being polled ended by that, not by the instance: report CANCELLED.
         if result.status.code != tonic::Code::Ok && result.status.code != tonic::Code::Cancelled {
-            if inner.closed.is_cancelled() {
+            if inner.is_closed.load(Ordering::Acquire) {
                 result = CallResult::error(Status::cancelled("client closed"));
             } else if cancel.is_some_and(CancellationToken::is_cancelled) {
                 result = CallResult::error(Status::cancelled("call cancelled"));
@@ -191,7 +195,7 @@ impl Client {
         response_metadata: ResponseMetadata,
     ) -> CallResult {
         let inner = &*self.inner;
-        if inner.closed.is_cancelled() {
+        if inner.is_closed.load(Ordering::Acquire) {
             return CallResult::error(Status::cancelled("client closed"));
         }
         let (service, name) = match split_method(method) {
@@ -299,12 +303,13 @@ impl Client {
 
     /// Stops resolving, closes every connection and completes calls in flight with CANCELLED.
     pub fn close(&self) {
+        self.inner.is_closed.store(true, Ordering::Release);
         self.inner.closed.cancel();
         self.inner.balancer.close();
     }
 
     pub fn is_closed(&self) -> bool {
-        self.inner.closed.is_cancelled()
+        self.inner.is_closed.load(Ordering::Acquire)
     }
 }
 
@@ -330,6 +335,7 @@ pub fn split_method(method: &str) -> Result<(&str, &str), Status> {
 impl Drop for Inner {
     /// The last clone is gone: stop the resolver, the timers and the connections.
     fn drop(&mut self) {
+        self.is_closed.store(true, Ordering::Release);
         self.closed.cancel();
         self.balancer.close();
     }
