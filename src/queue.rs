@@ -124,13 +124,14 @@ impl<T: Send + 'static> CompletionQueue<T> {
         }
     }
 
-    /// Moves up to `max` outcomes, oldest first, to `out`; returns how many. Never blocks. When
-    /// it takes the last one, it also empties the pipe, so that the descriptor is readable again
-    /// only for outcomes that arrive later (edge-triggered waiters rely on this).
-    pub fn take(&self, max: usize, out: &mut Vec<T>) -> usize {
+    /// Hands up to `max` outcomes, oldest first, to `each` (called under the queue's lock: keep
+    /// it short); returns how many. Never blocks. When it takes the last one, it also empties
+    /// the pipe, so that the descriptor is readable again only for outcomes that arrive later
+    /// (edge-triggered waiters rely on this).
+    pub fn take(&self, max: usize, each: impl FnMut(T)) -> usize {
         let mut state = self.inner.lock();
         let n = max.min(state.items.len());
-        out.extend(state.items.drain(..n));
+        state.items.drain(..n).for_each(each);
         if state.items.is_empty() {
             // Also when not signaled: a pusher marks the queue signaled under the lock but
             // writes after it, so its byte may land after the queue was emptied; left there, it
@@ -240,12 +241,12 @@ mod tests {
         q.push(2);
         assert!(readable(q.fd()));
         let mut out = Vec::new();
-        assert_eq!(q.take(1, &mut out), 1);
+        assert_eq!(q.take(1, |x| out.push(x)), 1);
         assert!(readable(q.fd()), "one outcome still waits");
-        assert_eq!(q.take(10, &mut out), 1);
+        assert_eq!(q.take(10, |x| out.push(x)), 1);
         assert_eq!(out, vec![1, 2]);
         assert!(!readable(q.fd()));
-        assert_eq!(q.take(10, &mut out), 0);
+        assert_eq!(q.take(10, |x| out.push(x)), 0);
         q.push(3);
         assert!(readable(q.fd()));
     }
@@ -260,7 +261,7 @@ mod tests {
         });
         assert!(readable(q.fd()));
         let mut out = Vec::new();
-        q.take(10, &mut out);
+        q.take(10, |x| out.push(x));
         assert_eq!(out, vec![1, 2]);
         assert!(!readable(q.fd()));
     }
@@ -279,7 +280,7 @@ mod tests {
         assert!(readable(q.fd()));
         // Outside a pass again: announced at once.
         let mut out = Vec::new();
-        q.take(10, &mut out);
+        q.take(10, |x| out.push(x));
         q.push(8);
         assert!(readable(q.fd()));
     }
@@ -306,7 +307,7 @@ mod tests {
         let mut out = Vec::new();
         batched(|| {
             q.push(1);
-            q.take(10, &mut out);
+            q.take(10, |x| out.push(x));
         });
         assert!(!readable(q.fd()));
         assert_eq!(out, vec![1]);
@@ -320,7 +321,7 @@ mod tests {
         q.inner.write_byte();
         assert!(readable(q.fd()));
         let mut out = Vec::new();
-        assert_eq!(q.take(10, &mut out), 0);
+        assert_eq!(q.take(10, |x| out.push(x)), 0);
         assert!(
             !readable(q.fd()),
             "a stray byte must not keep the descriptor readable"
@@ -337,7 +338,7 @@ mod tests {
         q.push(item.clone());
         assert_eq!(Arc::strong_count(&item), 1, "dropped on arrival");
         let mut out = Vec::new();
-        assert_eq!(q.take(10, &mut out), 0);
+        assert_eq!(q.take(10, |x| out.push(x)), 0);
     }
 
     #[test]
@@ -347,11 +348,11 @@ mod tests {
         for i in 0..100_000 {
             q.push(i);
             if i % 3 == 0 {
-                q.take(1, &mut out);
+                q.take(1, |x| out.push(x));
             }
         }
         assert!(readable(q.fd()));
-        while q.take(1000, &mut out) > 0 {}
+        while q.take(1000, |x| out.push(x)) > 0 {}
         assert_eq!(out.len(), 100_000);
         assert!(!readable(q.fd()));
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{client_arg, gf_client, timeout};
+use super::client::{client_arg, gf_client, timeout, timeout_options};
 use super::{bytes_arg, check_blocking_allowed, guard, guard_void, str_arg};
 use crate::call::{validate_metadata, CallOptions, CallResult, ResponseMetadata};
 use crate::client::{split_method, Client};
@@ -94,11 +94,12 @@ struct UserData(*mut c_void);
 // the library never dereferences it.
 unsafe impl Send for UserData {}
 
+/// A call's checked arguments, copied out of the caller's memory.
 pub(super) struct Prepared {
-    client: Client,
-    method: String,
-    request: Bytes,
-    opts: CallOptions,
+    pub(super) client: Client,
+    pub(super) method: String,
+    pub(super) request: Bytes,
+    pub(super) opts: CallOptions,
 }
 
 pub(super) fn prepare(
@@ -241,11 +242,13 @@ pub extern "C" fn gf_invoke_async(
     error_out: *mut *mut c_char,
 ) -> i32 {
     guard(error_out, || {
-        let opts = CallOptions {
-            timeout: timeout(timeout_ms),
-            ..CallOptions::default()
-        };
-        let p = prepare(client, method, request, request_len, Some(opts))?;
+        let p = prepare(
+            client,
+            method,
+            request,
+            request_len,
+            Some(timeout_options(timeout_ms)),
+        )?;
         let callback =
             callback.ok_or_else(|| Status::invalid_argument("callback: must not be NULL"))?;
         let user_data = UserData(user_data);

@@ -2,14 +2,12 @@
 
 use std::ffi::c_char;
 
-use bytes::Bytes;
-
+use super::call::prepare;
 use super::{
-    bytes_arg, check_blocking_allowed, gf_bytes, guard, guard_void, opt_str_arg, str_arg,
-    to_c_string,
+    check_blocking_allowed, gf_bytes, guard, guard_void, opt_str_arg, str_arg, to_c_string,
 };
 use crate::call::CallOptions;
-use crate::client::{split_method, Client};
+use crate::client::Client;
 use crate::config::Options;
 use crate::runtime;
 use crate::status::{Code, Status};
@@ -106,21 +104,20 @@ pub extern "C" fn gf_invoke(
         unsafe { *response_out = gf_bytes::empty() };
     }
     guard(error_out, || {
-        let c = client_arg(client)?.clone();
-        let method = str_arg(method, "method")?;
-        split_method(method)?;
-        let request = Bytes::copy_from_slice(bytes_arg(request, request_len, "request")?);
+        let p = prepare(
+            client,
+            method,
+            request,
+            request_len,
+            Some(timeout_options(timeout_ms)),
+        )?;
         if response_out.is_null() {
             return Err(Status::invalid_argument("response_out: must not be NULL"));
         }
         check_blocking_allowed("gf_invoke")?;
-        let opts = CallOptions {
-            timeout: timeout(timeout_ms),
-            ..CallOptions::default()
-        };
-        let method = method.to_owned();
-        let reply =
-            runtime::run_blocking(move || async move { c.invoke(&method, request, &opts).await })?;
+        let reply = runtime::run_blocking(move || async move {
+            p.client.invoke(&p.method, p.request, &p.opts).await
+        })?;
         // SAFETY: checked for NULL above.
         unsafe { *response_out = gf_bytes::from_vec(reply.to_vec()) };
         Ok(())
@@ -129,6 +126,14 @@ pub extern "C" fn gf_invoke(
 
 pub(crate) fn timeout(ms: u32) -> Option<std::time::Duration> {
     (ms > 0).then(|| std::time::Duration::from_millis(ms as u64))
+}
+
+/// The options of a call started with only a `timeout_ms` (0 = none).
+pub(crate) fn timeout_options(ms: u32) -> CallOptions {
+    CallOptions {
+        timeout: timeout(ms),
+        ..CallOptions::default()
+    }
 }
 
 /// Closes a client: stops resolving, closes its connections, and completes every call still in

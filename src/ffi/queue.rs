@@ -5,9 +5,9 @@ use std::ffi::c_char;
 use super::call::{
     gf_call, gf_call_options, gf_result, options_arg, prepare, spawn, Place, Prepared,
 };
-use super::client::{gf_client, timeout};
+use super::client::{gf_client, timeout_options};
 use super::{guard, guard_void};
-use crate::call::{CallOptions, ResponseMetadata};
+use crate::call::ResponseMetadata;
 use crate::queue::CompletionQueue;
 use crate::status::Status;
 
@@ -90,18 +90,18 @@ pub extern "C" fn gf_queue_poll(
     if out.is_null() || max == 0 {
         return 0;
     }
-    let mut taken = Vec::new();
-    let n = q.queue.take(max, &mut taken);
-    for (i, c) in taken.into_iter().enumerate() {
-        // SAFETY: the caller promises room for `max` entries at `out`; i < n <= max.
+    let mut i = 0;
+    q.queue.take(max, |c| {
+        // SAFETY: the caller promises room for `max` entries at `out`; take hands over at most
+        // `max`.
         unsafe {
             out.add(i).write(gf_completion {
                 tag: c.tag,
                 result: Box::into_raw(c.result),
             })
         };
-    }
-    n
+        i += 1;
+    })
 }
 
 /// Frees a queue. Outcomes still waiting are freed, and calls still in flight end as usual
@@ -148,11 +148,13 @@ pub extern "C" fn gf_invoke_queued(
     error_out: *mut *mut c_char,
 ) -> i32 {
     guard(error_out, || {
-        let opts = CallOptions {
-            timeout: timeout(timeout_ms),
-            ..CallOptions::default()
-        };
-        let p = prepare(client, method, request, request_len, Some(opts))?;
+        let p = prepare(
+            client,
+            method,
+            request,
+            request_len,
+            Some(timeout_options(timeout_ms)),
+        )?;
         start(p, queue, tag, call_out, ResponseMetadata::Drop)
     })
 }

@@ -208,19 +208,10 @@ class _Completions:
             for i in range(n):
                 done = batch[i]
                 entry = _pending.pop(done.tag, None)
-                result = done.result
-                try:
-                    if entry is None or entry[1].done():
-                        continue  # nobody waits (the coroutine was cancelled)
-                    future, full = entry[1], entry[2]
-                    try:
-                        outcome = _read_result(result, full)
-                    except BaseException as e:
-                        future.set_exception(e)
-                    else:
-                        future.set_result(outcome)
-                finally:
-                    fast.gf_result_free(result)
+                if entry is None:
+                    fast.gf_result_free(done.result)  # nobody waits (the call was cancelled)
+                else:
+                    _settle(entry[1], entry[2], done.result)
             if n < 64:
                 return
 
@@ -246,16 +237,7 @@ class _Completions:
         items = self.items
         while items:
             (_, future, full), result = items.popleft()
-            try:
-                outcome = _read_result(result, full)
-            except BaseException as e:
-                if not future.done():
-                    future.set_exception(e)
-                continue
-            finally:
-                fast.gf_result_free(result)
-            if not future.done():
-                future.set_result(outcome)
+            _settle(future, full, result)
 
     def discard(self) -> None:
         items = self.items
@@ -276,6 +258,21 @@ class _Completions:
                 self.queue = None
         except Exception:
             pass
+
+
+def _settle(future: "asyncio.Future[_Outcome]", full: bool, result: int) -> None:
+    """On the loop's thread: completes a call's future from its result, then frees the result."""
+    try:
+        if future.done():
+            return  # cancelled meanwhile: nobody reads it
+        try:
+            outcome = _read_result(result, full)
+        except BaseException as e:
+            future.set_exception(e)
+        else:
+            future.set_result(outcome)
+    finally:
+        fast.gf_result_free(result)
 
 
 _completions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Completions]" = (
