@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use grpc_failover::balancer::picker::{Empty, Pick, Picker};
 use grpc_failover::balancer::subchannel::Subchannel;
-use grpc_failover::call::RawCodec;
 use grpc_failover::config::Policy;
+use grpc_failover::RawCodec;
 use grpc_failover::{CallOptions, Client};
 use serde_json::json;
 

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -10,16 +11,76 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::attempt;
 use crate::balancer::subchannel::{ConnectConfig, Subchannel};
 use crate::balancer::{outlier, Balancer};
-use crate::call::{self, CallOptions, CallResult, ResponseMetadata};
 use crate::config::{CallPolicy, Options, Policy};
+use crate::metadata::Metadata;
 use crate::resolver::{self, Endpoint};
 use crate::retry::throttle::Throttle;
 use crate::retry::{CallContext, CallCounters};
 use crate::runtime;
-use crate::status::Status;
+use crate::status::{Code, Status};
 use crate::target::Target;
+use crate::transport::TransportConfig;
+
+/// Whether a successful call's response headers and trailers are copied into its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseMetadata {
+    Keep,
+    /// The caller wants only the response bytes (a failed call keeps its metadata anyway).
+    Drop,
+}
+
+/// Per-call options.
+#[derive(Clone, Debug, Default)]
+pub struct CallOptions {
+    /// The call's deadline, across all attempts; None = no deadline.
+    pub timeout: Option<Duration>,
+    /// Request metadata sent with every attempt.
+    pub metadata: Metadata,
+    /// Overrides the method config's `waitForReady`.
+    pub wait_for_ready: Option<bool>,
+}
+
+impl CallOptions {
+    /// Checks metadata keys and values the way gRPC does: lower-case token keys, no reserved
+    /// `grpc-` keys, printable ASCII values unless the key ends in `-bin`.
+    pub fn validate(&self) -> Result<(), Status> {
+        for (key, value) in &self.metadata {
+            crate::metadata::validate_metadata(key, value)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a finished call returns, successful or not.
+#[derive(Clone, Debug)]
+pub struct CallResult {
+    pub status: Status,
+    pub message: Bytes,
+    pub headers: Metadata,
+    pub trailers: Metadata,
+}
+
+impl CallResult {
+    pub fn error(status: Status) -> CallResult {
+        CallResult {
+            status,
+            message: Bytes::new(),
+            headers: Vec::new(),
+            trailers: Vec::new(),
+        }
+    }
+
+    pub fn into_result(self) -> Result<Bytes, Status> {
+        if self.status.code == Code::Ok {
+            Ok(self.message)
+        } else {
+            Err(self.status)
+        }
+    }
+}
 
 /// A gRPC client for one target. Cheap to clone; all clones share one set of connections.
 #[derive(Clone)]
@@ -49,8 +110,10 @@ impl Client {
         let connect = ConnectConfig {
             backoff: options.connect_backoff.clone(),
             min_connect_timeout: options.connect_timeout,
-            keepalive_time: options.keepalive_time,
-            keepalive_timeout: options.keepalive_timeout,
+            transport: TransportConfig {
+                keepalive_time: options.keepalive_time,
+                keepalive_timeout: options.keepalive_timeout,
+            },
             // gRFC A17: pick_first does not health-check; the other policies do.
             health_service: options
                 .service_config
@@ -239,7 +302,7 @@ impl Client {
         let on_attempt = |sc: &Subchannel, r: &CallResult| outlier::record(sc, r);
         let ctx = CallContext {
             balancer: &inner.balancer,
-            request: call::Request {
+            request: attempt::Request {
                 path: &path,
                 message: request,
                 metadata: &opts.metadata,

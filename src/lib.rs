@@ -5,25 +5,28 @@
 //! balancer, which keeps one HTTP/2 connection per instance and publishes an immutable picker;
 //! the retry engine runs attempts, each picked through the picker, as the service config says.
 
+pub mod attempt;
 pub mod balancer;
-pub mod call;
 pub mod client;
 pub mod config;
 pub mod ffi;
 mod logging;
+pub mod metadata;
 pub mod queue;
 pub mod resolver;
 pub mod retry;
 pub mod runtime;
 pub mod status;
 pub mod target;
+pub mod transport;
 
-pub use call::{CallOptions, CallResult, Metadata};
-pub use client::Client;
+pub use client::{CallOptions, CallResult, Client};
 pub use config::{Options, ServiceConfig};
+pub use metadata::Metadata;
 pub use resolver::registrar::Registration;
 pub use resolver::Endpoint;
 pub use status::{Code, Status};
+pub use transport::RawCodec;
 
 /// The library version, as `gf_version()` reports it.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::subchannel::{Sender, Subchannel};
-use crate::call::server_stream;
+use super::subchannel::Subchannel;
 use crate::retry::backoff::Backoff;
+use crate::transport::{server_stream, Sender};
 
 const SERVING: u64 = 1;
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::subchannel::Subchannel;
 use super::{now_ms, Balancer};
-use crate::call::CallResult;
+use crate::client::CallResult;
 use crate::config::OutlierDetection;
 use crate::status::Code;
 

@@ -4,22 +4,16 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::Uri;
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConnectBackoff;
 use crate::retry::backoff::Backoff;
-
-/// A handle for opening streams on one HTTP/2 connection (h2's client, used directly: each
-/// call's request and response are driven by the calling task itself, with no per-request task
-/// or channel hop in between).
-pub type Sender = h2::client::SendRequest<bytes::Bytes>;
+use crate::transport::{self, Sender, TransportConfig};
 
 /// gRPC connectivity states.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,13 +48,13 @@ impl State {
     }
 }
 
-/// How subchannels connect: gRPC's connection backoff, the minimum connect timeout, keepalive.
+/// How subchannels connect: gRPC's connection backoff, the minimum connect timeout, the
+/// transport's settings.
 #[derive(Clone, Debug)]
 pub struct ConnectConfig {
     pub backoff: ConnectBackoff,
     pub min_connect_timeout: Duration,
-    pub keepalive_time: Option<Duration>,
-    pub keepalive_timeout: Duration,
+    pub transport: TransportConfig,
     /// gRFC A17 health checking: the service name to watch, when enabled.
     pub health_service: Option<String>,
 }
@@ -248,7 +242,10 @@ impl Subchannel {
             self.set_state(State::Connecting, &*on_change);
             // gRPC: each attempt gets max(MinConnectTimeout, current backoff).
             let attempt_timeout = cfg.min_connect_timeout.max(backoff.current());
-            let attempt = tokio::time::timeout(attempt_timeout, connect(&self.addr, &cfg));
+            let attempt = tokio::time::timeout(
+                attempt_timeout,
+                transport::connect(&self.addr, &cfg.transport),
+            );
             let result = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 r = attempt => r.unwrap_or_else(|_| Err(format!("connect to {} timed out after {} ms", self.addr, attempt_timeout.as_millis()))),
@@ -299,134 +296,6 @@ impl Subchannel {
                     }
                 }
             }
-        }
-    }
-}
-
-/// Opens TCP + HTTP/2. Returns the request sender and a receiver that fires with the reason
-/// when the connection closes. The connection itself runs on its own task so that, after the
-/// subchannel is shut down, calls already on it can finish.
-async fn connect(
-    addr: &str,
-    cfg: &ConnectConfig,
-) -> Result<(Sender, tokio::sync::oneshot::Receiver<String>), String> {
-    let tcp = TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    // A large connection window: h2 bounds the small frames it holds unread (responses end
-    // with trailers) by half of it, and a burst of thousands of small calls must fit.
-    let (sender, mut conn) = h2::client::Builder::new()
-        .initial_window_size(1 << 20)
-        .initial_connection_window_size(64 << 20)
-        .max_frame_size(1 << 16)
-        .max_header_list_size(16 << 20)
-        .enable_push(false)
-        .handshake::<_, bytes::Bytes>(tcp)
-        .await
-        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
-    // READY means the server answers over HTTP/2, not only that the kernel took the TCP
-    // connection: a hung process still completes TCP handshakes from its listen backlog. A PING
-    // it acknowledges proves it read our preface and is serving the connection. (The caller
-    // bounds the whole connect attempt with the connect timeout.)
-    let mut pings = conn
-        .ping_pong()
-        .expect("a new connection hands out its PingPong");
-    pings
-        .send_ping(h2::Ping::opaque())
-        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
-    tokio::select! {
-        r = &mut conn => {
-            let why = r.err().map(|e| e.to_string()).unwrap_or_else(|| "closed by peer".into());
-            return Err(format!("HTTP/2 handshake with {addr}: {why}"));
-        }
-        r = std::future::poll_fn(|cx| pings.poll_pong(cx)) => {
-            r.map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
-        }
-    }
-    let keepalive = cfg
-        .keepalive_time
-        .map(|interval| keepalive(pings, interval, cfg.keepalive_timeout));
-    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
-    let probe = sender.clone();
-    tokio::spawn(async move {
-        let mut tx = Some(tx);
-        let mut probe = Some(probe);
-        let why = {
-            let closed = async {
-                let ended = drive(&mut conn, |cx| {
-                    // The subchannel stopped listening (shut down): let the connection end
-                    // once its calls are done.
-                    if tx.as_mut().is_some_and(|t| t.poll_closed(cx).is_ready()) {
-                        probe = None;
-                    }
-                    // After a GOAWAY (or a connection error) h2 refuses new streams, while the
-                    // ones already open may run on for a long time: tell the subchannel now, so
-                    // that it reconnects and new calls go elsewhere, and keep driving the
-                    // connection for the calls on it.
-                    if let Some(Poll::Ready(Err(e))) = probe.as_mut().map(|p| p.poll_ready(cx)) {
-                        probe = None;
-                        if let Some(t) = tx.take() {
-                            let _ = t.send(format!("the server is closing the connection: {e}"));
-                        }
-                    }
-                })
-                .await;
-                match ended {
-                    Ok(()) => "closed by peer".to_string(),
-                    Err(e) => e.to_string(),
-                }
-            };
-            match keepalive {
-                None => closed.await,
-                Some(keepalive) => tokio::select! {
-                    why = closed => why,
-                    why = keepalive => why,
-                },
-            }
-        };
-        // Dropped before the subchannel hears of it: a call that picks this connection in
-        // between fails to open its stream (never sent, so retried at once) instead of
-        // starting one on a dead connection.
-        drop(conn);
-        drop(probe);
-        if let Some(t) = tx.take() {
-            let _ = t.send(why);
-        }
-    });
-    Ok((sender, rx))
-}
-
-/// Drives a connection to its end; `after_pending` runs after every poll that leaves it open.
-async fn drive<F: std::future::Future + Unpin>(
-    mut conn: F,
-    mut after_pending: impl FnMut(&mut std::task::Context<'_>),
-) -> F::Output {
-    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut conn).poll(cx) {
-        Poll::Ready(out) => Poll::Ready(out),
-        Poll::Pending => {
-            after_pending(cx);
-            Poll::Pending
-        }
-    })
-    .await
-}
-
-/// Sends a PING every `interval`, also while no call is in flight (grpc-go's client does so only
-/// with PermitWithoutStream; servers may limit how often they accept pings) and returns why the
-/// connection is dead once a PONG does not come back within `timeout`. Dropping the connection
-/// (returning from its task) then fails the calls still on it with UNAVAILABLE.
-async fn keepalive(mut pings: h2::PingPong, interval: Duration, timeout: Duration) -> String {
-    loop {
-        tokio::time::sleep(interval).await;
-        if let Err(e) = pings.send_ping(h2::Ping::opaque()) {
-            return format!("keepalive ping: {e}");
-        }
-        let pong = std::future::poll_fn(|cx| pings.poll_pong(cx));
-        match tokio::time::timeout(timeout, pong).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return format!("keepalive ping: {e}"),
-            Err(_) => return format!("keepalive: no PING ack within {} ms", timeout.as_millis()),
         }
     }
 }

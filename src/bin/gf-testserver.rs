@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::stream::{self, Stream, StreamExt};
-use grpc_failover::call::RawCodec;
 use grpc_failover::config::EtcdOptions;
+use grpc_failover::RawCodec;
 use grpc_failover::Registration;
 use http::HeaderMap;
 use http_body::{Body, Frame};

@@ -9,8 +9,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::{client_arg, gf_client, timeout, timeout_options};
 use super::{bytes_arg, check_blocking_allowed, guard, guard_void, str_arg};
-use crate::call::{validate_metadata, CallOptions, CallResult, ResponseMetadata};
 use crate::client::{split_method, Client};
+use crate::client::{CallOptions, CallResult, ResponseMetadata};
+use crate::metadata::validate_metadata;
 use crate::runtime;
 use crate::status::Status;
 

@@ -6,7 +6,7 @@ use super::call::prepare;
 use super::{
     check_blocking_allowed, gf_bytes, guard, guard_void, opt_str_arg, str_arg, to_c_string,
 };
-use crate::call::CallOptions;
+use crate::client::CallOptions;
 use crate::client::Client;
 use crate::config::Options;
 use crate::runtime;

@@ -7,7 +7,7 @@ use super::call::{
 };
 use super::client::{gf_client, timeout_options};
 use super::{guard, guard_void};
-use crate::call::ResponseMetadata;
+use crate::client::ResponseMetadata;
 use crate::queue::CompletionQueue;
 use crate::status::Status;
 

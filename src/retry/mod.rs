@@ -12,9 +12,10 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
+use crate::attempt::{self, Attempt, Destination, Pushback};
 use crate::balancer::subchannel::Subchannel;
 use crate::balancer::Balancer;
-use crate::call::{self, Attempt, CallResult, Pushback};
+use crate::client::CallResult;
 use crate::config::{HedgingPolicy, RetryPolicy};
 use crate::status::{Code, Status};
 use throttle::Throttle;
@@ -34,7 +35,7 @@ pub struct CallCounters {
 /// Everything one call needs, shared by its attempts.
 pub struct CallContext<'a> {
     pub balancer: &'a Balancer,
-    pub request: call::Request<'a>,
+    pub request: attempt::Request<'a>,
     pub deadline: Option<Instant>,
     pub wait_for_ready: bool,
     pub throttle: Option<&'a Throttle>,
@@ -55,7 +56,24 @@ impl CallContext<'_> {
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
         sc.counters.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight(&sc);
-        let a = call::attempt(&sc, &self.request, timeout, previous_attempts).await;
+        let a = match sc.sender() {
+            Some(sender) => {
+                let to = Destination {
+                    sender: &sender,
+                    addr: &sc.addr,
+                    origin: &sc.origin,
+                };
+                let a = attempt::run(to, &self.request, timeout, previous_attempts).await;
+                if a.refused {
+                    sc.connection_refused(&sender);
+                }
+                a
+            }
+            None => attempt::failed(
+                Status::unavailable(format!("{}: not connected", sc.addr)),
+                true,
+            ),
+        };
         drop(guard);
         sc.counters.calls.fetch_add(1, Ordering::Relaxed);
         if a.result.status.code != Code::Ok {
@@ -111,12 +129,7 @@ impl CallContext<'_> {
                     tried.push(sc.id);
                     self.run_attempt(sc, attempts).await
                 }
-                Err(status) if status.code == Code::Unavailable => Attempt {
-                    result: CallResult::error(status),
-                    committed: false,
-                    transparent: false,
-                    pushback: None,
-                },
+                Err(status) if status.code == Code::Unavailable => attempt::failed(status, false),
                 Err(status) => return CallResult::error(status),
             };
             if outcome.result.status.code == Code::Ok {

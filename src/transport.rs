@@ -1,0 +1,384 @@
+//! The transport: one HTTP/2 connection to one instance, over TCP. Connecting (with the PING
+//! that proves the server answers), the task that drives the connection, keepalive, the tower
+//! service that hands tonic's requests to h2, the errors a connection can give a request, the
+//! response body, and the pass-through codec. Nothing here knows about balancing or retries:
+//! an attempt takes a [`Sender`] and says what happened.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use http::uri::PathAndQuery;
+use tokio::net::TcpStream;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+/// A handle for opening streams on one HTTP/2 connection (h2's client, used directly: each
+/// call's request and response are driven by the calling task itself, with no per-request task
+/// or channel hop in between).
+pub type Sender = h2::client::SendRequest<Bytes>;
+
+/// How connections are set up and kept alive.
+#[derive(Clone, Debug)]
+pub struct TransportConfig {
+    /// HTTP/2 keepalive pings on idle and busy connections; None is off.
+    pub keepalive_time: Option<Duration>,
+    pub keepalive_timeout: Duration,
+}
+
+/// Opens TCP + HTTP/2. Returns the request sender and a receiver that fires with the reason
+/// when the connection closes. The connection itself runs on its own task so that, after the
+/// subchannel is shut down, calls already on it can finish.
+pub async fn connect(
+    addr: &str,
+    cfg: &TransportConfig,
+) -> Result<(Sender, tokio::sync::oneshot::Receiver<String>), String> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    // A large connection window: h2 bounds the small frames it holds unread (responses end
+    // with trailers) by half of it, and a burst of thousands of small calls must fit.
+    let (sender, mut conn) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(64 << 20)
+        .max_frame_size(1 << 16)
+        .max_header_list_size(16 << 20)
+        .enable_push(false)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+    // READY means the server answers over HTTP/2, not only that the kernel took the TCP
+    // connection: a hung process still completes TCP handshakes from its listen backlog. A PING
+    // it acknowledges proves it read our preface and is serving the connection. (The caller
+    // bounds the whole connect attempt with the connect timeout.)
+    let mut pings = conn
+        .ping_pong()
+        .expect("a new connection hands out its PingPong");
+    pings
+        .send_ping(h2::Ping::opaque())
+        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+    tokio::select! {
+        r = &mut conn => {
+            let why = r.err().map(|e| e.to_string()).unwrap_or_else(|| "closed by peer".into());
+            return Err(format!("HTTP/2 handshake with {addr}: {why}"));
+        }
+        r = std::future::poll_fn(|cx| pings.poll_pong(cx)) => {
+            r.map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+        }
+    }
+    let keepalive = cfg
+        .keepalive_time
+        .map(|interval| keepalive(pings, interval, cfg.keepalive_timeout));
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    let probe = sender.clone();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        let mut probe = Some(probe);
+        let why = {
+            let closed = async {
+                let ended = drive(&mut conn, |cx| {
+                    // The subchannel stopped listening (shut down): let the connection end
+                    // once its calls are done.
+                    if tx.as_mut().is_some_and(|t| t.poll_closed(cx).is_ready()) {
+                        probe = None;
+                    }
+                    // After a GOAWAY (or a connection error) h2 refuses new streams, while the
+                    // ones already open may run on for a long time: tell the subchannel now, so
+                    // that it reconnects and new calls go elsewhere, and keep driving the
+                    // connection for the calls on it.
+                    if let Some(Poll::Ready(Err(e))) = probe.as_mut().map(|p| p.poll_ready(cx)) {
+                        probe = None;
+                        if let Some(t) = tx.take() {
+                            let _ = t.send(format!("the server is closing the connection: {e}"));
+                        }
+                    }
+                })
+                .await;
+                match ended {
+                    Ok(()) => "closed by peer".to_string(),
+                    Err(e) => e.to_string(),
+                }
+            };
+            match keepalive {
+                None => closed.await,
+                Some(keepalive) => tokio::select! {
+                    why = closed => why,
+                    why = keepalive => why,
+                },
+            }
+        };
+        // Dropped before the subchannel hears of it: a call that picks this connection in
+        // between fails to open its stream (never sent, so retried at once) instead of
+        // starting one on a dead connection.
+        drop(conn);
+        drop(probe);
+        if let Some(t) = tx.take() {
+            let _ = t.send(why);
+        }
+    });
+    Ok((sender, rx))
+}
+
+/// Drives a connection to its end; `after_pending` runs after every poll that leaves it open.
+async fn drive<F: std::future::Future + Unpin>(
+    mut conn: F,
+    mut after_pending: impl FnMut(&mut std::task::Context<'_>),
+) -> F::Output {
+    std::future::poll_fn(|cx| match std::pin::Pin::new(&mut conn).poll(cx) {
+        Poll::Ready(out) => Poll::Ready(out),
+        Poll::Pending => {
+            after_pending(cx);
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Sends a PING every `interval`, also while no call is in flight (grpc-go's client does so only
+/// with PermitWithoutStream; servers may limit how often they accept pings) and returns why the
+/// connection is dead once a PONG does not come back within `timeout`. Dropping the connection
+/// (returning from its task) then fails the calls still on it with UNAVAILABLE.
+async fn keepalive(mut pings: h2::PingPong, interval: Duration, timeout: Duration) -> String {
+    loop {
+        tokio::time::sleep(interval).await;
+        if let Err(e) = pings.send_ping(h2::Ping::opaque()) {
+            return format!("keepalive ping: {e}");
+        }
+        let pong = std::future::poll_fn(|cx| pings.poll_pong(cx));
+        match tokio::time::timeout(timeout, pong).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("keepalive ping: {e}"),
+            Err(_) => return format!("keepalive: no PING ack within {} ms", timeout.as_millis()),
+        }
+    }
+}
+
+/// The pass-through codec: request and response messages are the caller's bytes.
+#[derive(Clone, Copy, Default)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Why a request could not be handed to the connection.
+#[derive(Clone, Debug)]
+pub struct ConnError {
+    pub message: String,
+    /// The request certainly did not reach the server.
+    pub never_sent: bool,
+    /// The connection failed (UNAVAILABLE); otherwise h2 rejected the request itself (INTERNAL).
+    pub connection: bool,
+    /// The whole connection takes no new streams (a GOAWAY, an I/O error), not just this one
+    /// (a stream the server refused or reset).
+    pub refuses_streams: bool,
+}
+
+impl ConnError {
+    /// From an h2 error; `never_sent` is kept only for connection failures (a request h2
+    /// rejected as malformed would be rejected on every connection).
+    pub fn new(e: h2::Error, never_sent: bool) -> ConnError {
+        let connection = e.is_io() || e.is_go_away() || e.is_remote() || e.reason().is_some();
+        ConnError {
+            refuses_streams: e.is_io() || e.is_go_away(),
+            message: if connection {
+                format!("connection closed: {e}")
+            } else {
+                format!("request rejected by HTTP/2: {e}")
+            },
+            never_sent: never_sent && connection,
+            connection,
+        }
+    }
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConnError {}
+
+/// A connection's sender as the tower service tonic's client drives.
+pub struct Conn(pub Sender);
+
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, ConnError>> + Send>>;
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
+    type Response = http::Response<ResponseBody>;
+    type Error = ConnError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
+        self.0.poll_ready(cx).map_err(|e| ConnError::new(e, true))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> ResponseFuture {
+        let mut sender = self.0.clone();
+        Box::pin(async move {
+            // A unary request is one message: collect it and queue HEADERS and one DATA frame
+            // with END_STREAM back to back, so they normally leave in one write. Sent as tonic
+            // streams it (a DATA frame, then an empty one), a burst of small calls trips h2's
+            // limit on pending small frames (GOAWAY ENHANCE_YOUR_CALM) at the server.
+            let (parts, body) = req.into_parts();
+            let bytes = http_body_util::BodyExt::collect(body)
+                .await
+                .map_err(|e| ConnError {
+                    message: format!("encoding the request: {e}"),
+                    never_sent: false,
+                    connection: false,
+                    refuses_streams: false,
+                })?
+                .to_bytes();
+            let (response, mut stream) = sender
+                .send_request(http::Request::from_parts(parts, ()), bytes.is_empty())
+                .map_err(|e| ConnError::new(e, true))?;
+            if !bytes.is_empty() {
+                if let Err(send_error) = stream.send_data(bytes, true) {
+                    // The stream can close between the two: the connection's task may take in
+                    // a GOAWAY meanwhile, which closes every stream above its last stream id.
+                    // Its response then says why (and whether the server saw the request); a
+                    // stream still open is reset so that its response ends now.
+                    stream.send_reset(h2::Reason::CANCEL);
+                    return Err(match response.await {
+                        Err(e) if unprocessed(&e) => ConnError::new(e, true),
+                        Err(e) if e.is_io() || e.is_remote() => ConnError::new(e, false),
+                        // HEADERS may have left already: not certainly unsent.
+                        _ => ConnError::new(send_error, false),
+                    });
+                }
+            }
+            let response = response.await.map_err(|e| {
+                let never_sent = unprocessed(&e);
+                ConnError::new(e, never_sent)
+            })?;
+            Ok(response.map(|body| ResponseBody {
+                body,
+                _request: stream,
+            }))
+        })
+    }
+}
+
+/// A stream the server refused, or one above a GOAWAY's last stream id, was never processed:
+/// retrying it is safe (gRFC A6 transparent retry).
+fn unprocessed(e: &h2::Error) -> bool {
+    e.reason() == Some(h2::Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote())
+}
+
+/// A response body read straight from the h2 stream, returning flow-control credit as data is
+/// taken. It keeps the request side of the stream too: dropping both resets the stream.
+pub struct ResponseBody {
+    body: h2::RecvStream,
+    _request: h2::SendStream<Bytes>,
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, h2::Error>>> {
+        let body = &mut self.body;
+        if !body.is_end_stream() {
+            match std::task::ready!(body.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = body.flow_control().release_capacity(data.len());
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+                }
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {}
+            }
+        }
+        match std::task::ready!(body.poll_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+}
+
+/// Opens a server-streaming call on a connection (used by health checking).
+pub async fn server_stream(
+    sender: Sender,
+    origin: http::Uri,
+    path: &'static str,
+    request: Bytes,
+) -> Result<tonic::Streaming<Bytes>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::with_origin(Conn(sender), origin);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = PathAndQuery::from_static(path);
+    grpc.server_streaming(tonic::Request::new(request), path, RawCodec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// The connection error behind a tonic status, when the request failed in the transport.
+pub fn conn_error(status: &tonic::Status) -> Option<&ConnError> {
+    std::error::Error::source(status).and_then(|s| s.downcast_ref::<ConnError>())
+}
+
+/// True when the error chain shows the connection itself failing (I/O error, GOAWAY, a closed
+/// or truncated connection) rather than a status from the server.
+pub fn connection_lost(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<std::io::Error>() {
+            return true;
+        }
+        if let Some(h) = e.downcast_ref::<h2::Error>() {
+            if h.is_io() || h.is_go_away() {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Errors tonic built from a broken connection rather than from a server's grpc-status.
+pub fn is_transport_error(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+}
