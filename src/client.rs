@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt;
-use crate::balancer::subchannel::{ConnectConfig, Subchannel};
+use crate::balancer::subchannel::ConnectConfig;
 use crate::balancer::{outlier, Balancer};
 use crate::config::{CallPolicy, Options, Policy};
 use crate::metadata::Metadata;
@@ -299,7 +299,6 @@ impl Client {
             .wait_for_ready
             .or(mc.and_then(|m| m.wait_for_ready))
             .unwrap_or(false);
-        let on_attempt = |sc: &Subchannel, r: &CallResult| outlier::record(sc, r);
         let ctx = CallContext {
             balancer: &inner.balancer,
             request: attempt::Request {
@@ -313,7 +312,6 @@ impl Client {
             wait_for_ready,
             throttle: inner.throttle.as_ref(),
             counters: &inner.counters,
-            on_attempt: &on_attempt,
         };
         let cap = inner.options.max_attempts_cap;
         let work = async {

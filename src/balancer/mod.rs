@@ -18,6 +18,7 @@ use crate::config::Policy;
 use crate::resolver::{Endpoint, ResolverSink};
 use crate::status::Status;
 use picker::{Empty, Pick, Picker};
+pub use subchannel::Picked;
 use subchannel::{ConnectConfig, State, Subchannel};
 
 #[derive(Clone)]
@@ -49,7 +50,7 @@ struct ResolverState {
     error: Option<String>,
 }
 
-pub fn now_ms() -> u64 {
+fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -105,16 +106,18 @@ impl Balancer {
         avoid: &[u64],
         wait_for_ready: bool,
         deadline: Option<Instant>,
-    ) -> Result<Arc<Subchannel>, Status> {
+    ) -> Result<Picked, Status> {
         let mut changes = self.inner.changed.subscribe();
         loop {
             changes.borrow_and_update();
             let picker = self.inner.picker.load();
             let waiting_for = match picker.pick(avoid) {
-                Pick::Ready(sc) if sc.has_connection() => return Ok(sc),
-                // Its connection just refused new streams: the subchannel reconnects and the
-                // picker changes; wait for that, as for one still connecting.
-                Pick::Ready(_) => Empty::Connecting,
+                Pick::Ready(sc) => match Picked::new(sc) {
+                    Some(picked) => return Ok(picked),
+                    // Its connection just refused new streams: the subchannel reconnects and
+                    // the picker changes; wait for that, as for one still connecting.
+                    None => Empty::Connecting,
+                },
                 Pick::Fail(status)
                     if !wait_for_ready || status.code == tonic::Code::ResourceExhausted =>
                 {
@@ -165,24 +168,31 @@ impl Balancer {
 
     /// Per-instance state for `gf_client_stats`.
     pub fn stats(&self) -> Value {
-        let now = now_ms();
+        let now = Instant::now();
+        let now_ms = unix_ms();
         let subs = self.subchannels();
         let instances: Vec<Value> = subs
             .iter()
             .map(|s| {
-                let until = s.ejected_until_ms.load(Ordering::Acquire);
+                let (until, ejections) = {
+                    let e = s.ejection();
+                    (e.until.filter(|u| *u > now), e.count)
+                };
+                // Reported as wall-clock time, for people reading the stats.
+                let until_ms = until.map(|u| now_ms + (u - now).as_millis() as u64);
+                let c = s.counters();
                 json!({
                     "address": s.addr,
                     "weight": s.weight(),
                     "metadata": *s.metadata(),
                     "state": s.state().name(),
                     "healthy": s.healthy(),
-                    "ejected": until > now,
-                    "ejected_until_ms": if until > now { Value::from(until) } else { Value::Null },
-                    "ejections": s.ejection_count.load(Ordering::Relaxed),
-                    "calls": s.counters.calls.load(Ordering::Relaxed),
-                    "failures": s.counters.failures.load(Ordering::Relaxed),
-                    "in_flight": s.counters.in_flight.load(Ordering::Relaxed),
+                    "ejected": until.is_some(),
+                    "ejected_until_ms": until_ms,
+                    "ejections": ejections,
+                    "calls": c.calls,
+                    "failures": c.failures,
+                    "in_flight": c.in_flight,
                     "last_error": s.last_error(),
                 })
             })
@@ -268,7 +278,7 @@ impl Inner {
             return;
         }
         let mut built_from = self.rebuilding.lock().expect("rebuild lock");
-        let now = now_ms();
+        let now = Instant::now();
         let subs = self.subchannels.lock().expect("subchannels lock").clone();
         let (resolved, resolver_error) = {
             let r = self.resolver.lock().expect("resolver lock");
@@ -336,7 +346,7 @@ impl Inner {
 /// pick_first uses the first address that connects: an address still on its first connection
 /// attempt holds back the ones after it. The ready ones after the first stay listed so retries
 /// can move on to them.
-fn pick_first_order(subs: &[Arc<Subchannel>], now: u64) -> Vec<Arc<Subchannel>> {
+fn pick_first_order(subs: &[Arc<Subchannel>], now: Instant) -> Vec<Arc<Subchannel>> {
     let mut out = Vec::new();
     for s in subs {
         if s.pickable(now) {

@@ -5,26 +5,14 @@
 //! multiplier decays by one per interval spent healthy. At most maxEjectionPercent of the
 //! instances are ejected at once (one may always be), and never all of them.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::subchannel::Subchannel;
-use super::{now_ms, Balancer};
-use crate::client::CallResult;
+use super::Balancer;
 use crate::config::OutlierDetection;
-use crate::status::Code;
-
-/// Records one attempt's outcome in the instance's interval buckets.
-pub fn record(sc: &Subchannel, result: &CallResult) {
-    let bucket = if result.status.code == Code::Ok {
-        &sc.counters.interval_successes
-    } else {
-        &sc.counters.interval_failures
-    };
-    bucket.fetch_add(1, Ordering::Relaxed);
-}
 
 /// Runs the ejection timer until `stop`.
 pub async fn run(balancer: Balancer, cfg: OutlierDetection, stop: CancellationToken) {
@@ -35,7 +23,7 @@ pub async fn run(balancer: Balancer, cfg: OutlierDetection, stop: CancellationTo
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if sweep(&balancer.subchannels(), &cfg, now_ms()) {
+        if sweep(&balancer.subchannels(), &cfg, Instant::now()) {
             balancer.refresh();
         }
     }
@@ -56,14 +44,17 @@ impl Sample {
     }
 }
 
-/// One pass of the A50 algorithm; true when any instance was ejected or returned.
-pub fn sweep(subs: &[Arc<Subchannel>], cfg: &OutlierDetection, now: u64) -> bool {
+/// One pass of the A50 algorithm at `now`; true when any instance was ejected or returned.
+pub fn sweep(subs: &[Arc<Subchannel>], cfg: &OutlierDetection, now: Instant) -> bool {
     let samples: Vec<Sample> = subs
         .iter()
-        .map(|sc| Sample {
-            sc: sc.clone(),
-            successes: sc.counters.interval_successes.swap(0, Ordering::Relaxed),
-            failures: sc.counters.interval_failures.swap(0, Ordering::Relaxed),
+        .map(|sc| {
+            let (successes, failures) = sc.take_interval();
+            Sample {
+                sc: sc.clone(),
+                successes,
+                failures,
+            }
         })
         .collect();
     let total = samples.len();
@@ -77,13 +68,15 @@ pub fn sweep(subs: &[Arc<Subchannel>], cfg: &OutlierDetection, now: u64) -> bool
         if !(within_cap || first) || *ejected + 1 >= total || s.sc.ejected(now) {
             return false;
         }
-        let multiplier = s.sc.ejection_multiplier.fetch_add(1, Ordering::AcqRel) + 1;
-        let base = cfg.base_ejection_time.as_millis() as u64;
-        let max = base.max(cfg.max_ejection_time.as_millis() as u64);
-        let duration = base.saturating_mul(multiplier as u64).min(max);
-        s.sc.ejected_until_ms
-            .store(now + duration, Ordering::Release);
-        s.sc.ejection_count.fetch_add(1, Ordering::Relaxed);
+        let duration = {
+            let mut e = s.sc.ejection();
+            e.multiplier = e.multiplier.saturating_add(1);
+            e.count = e.count.saturating_add(1);
+            let max = cfg.base_ejection_time.max(cfg.max_ejection_time);
+            let duration = cfg.base_ejection_time.saturating_mul(e.multiplier).min(max);
+            e.until = Some(now + duration);
+            duration.as_millis()
+        };
         s.sc.set_last_error(format!(
             "ejected by outlier detection for {duration} ms ({} of {} calls failed)",
             s.failures,
@@ -135,15 +128,15 @@ pub fn sweep(subs: &[Arc<Subchannel>], cfg: &OutlierDetection, now: u64) -> bool
         }
     }
     for s in &samples {
-        let until = s.sc.ejected_until_ms.load(Ordering::Acquire);
-        if until == 0 {
-            let _ =
-                s.sc.ejection_multiplier
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |m| m.checked_sub(1));
-        } else if until <= now {
-            s.sc.ejected_until_ms.store(0, Ordering::Release);
-            log::info!("outlier detection: {} returns", s.sc.addr);
-            changed = true;
+        let mut e = s.sc.ejection();
+        match e.until {
+            None => e.multiplier = e.multiplier.saturating_sub(1),
+            Some(until) if until <= now => {
+                e.until = None;
+                log::info!("outlier detection: {} returns", s.sc.addr);
+                changed = true;
+            }
+            Some(_) => {}
         }
     }
     changed
@@ -153,6 +146,7 @@ pub fn sweep(subs: &[Arc<Subchannel>], cfg: &OutlierDetection, now: u64) -> bool
 mod tests {
     use super::*;
     use crate::config::service_config::FailurePercentageEjection;
+    use crate::status::{Code, Status};
     use std::time::Duration;
 
     fn cfg(max_percent: u32) -> OutlierDetection {
@@ -177,58 +171,88 @@ mod tests {
             .collect()
     }
 
+    /// Counts attempt outcomes the way finished attempts do.
     fn fail(sc: &Subchannel, failures: u64, successes: u64) {
-        sc.counters
-            .interval_failures
-            .store(failures, Ordering::Relaxed);
-        sc.counters
-            .interval_successes
-            .store(successes, Ordering::Relaxed);
+        for _ in 0..failures {
+            sc.record(&Status::unavailable("down"));
+        }
+        for _ in 0..successes {
+            sc.record(&Status::new(Code::Ok, ""));
+        }
+    }
+
+    /// `ms` milliseconds after `t0`.
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
     }
 
     #[test]
     fn repeat_offenders_stay_out_longer_and_multiplier_decays() {
+        let t0 = Instant::now();
         let s = subs(3);
         let c = cfg(50);
         fail(&s[0], 20, 0);
-        assert!(sweep(&s, &c, 10_000));
-        assert_eq!(s[0].ejected_until_ms.load(Ordering::Relaxed), 11_000);
+        assert!(sweep(&s, &c, at(t0, 10_000)));
+        assert_eq!(s[0].ejection().until, Some(at(t0, 11_000)));
         // Returns after its time.
-        assert!(sweep(&s, &c, 11_000));
-        assert!(!s[0].ejected(11_000));
+        assert!(sweep(&s, &c, at(t0, 11_000)));
+        assert!(!s[0].ejected(at(t0, 11_000)));
         // Fails again at once: twice as long.
         fail(&s[0], 20, 0);
-        sweep(&s, &c, 12_000);
-        assert_eq!(s[0].ejected_until_ms.load(Ordering::Relaxed), 14_000);
+        sweep(&s, &c, at(t0, 12_000));
+        assert_eq!(s[0].ejection().until, Some(at(t0, 14_000)));
         // Capped at max(base, max_ejection_time).
         for t in [14_000u64, 30_000, 60_000, 100_000, 200_000, 400_000] {
-            sweep(&s, &c, t);
+            sweep(&s, &c, at(t0, t));
             fail(&s[0], 20, 0);
-            sweep(&s, &c, t + 1);
+            sweep(&s, &c, at(t0, t + 1));
         }
-        let until = s[0].ejected_until_ms.load(Ordering::Relaxed);
-        assert!(until > 0 && until <= 400_001 + 10_000);
+        let until = s[0].ejection().until.expect("ejected");
+        assert!(until <= at(t0, 400_001 + 10_000));
+        assert_eq!(s[0].ejection().count, 8);
+        // Intervals spent healthy decay the multiplier by one each.
+        let m = s[0].ejection().multiplier;
+        sweep(&s, &c, at(t0, 500_000));
+        for (i, t) in (1..=3).map(|i| (i, 500_000 + i * 1000)) {
+            sweep(&s, &c, at(t0, t));
+            assert_eq!(s[0].ejection().multiplier, m - i as u32);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejection_ends_on_the_runtime_clock() {
+        let s = subs(3);
+        let c = cfg(50);
+        fail(&s[0], 20, 0);
+        assert!(sweep(&s, &c, Instant::now()));
+        assert!(s[0].ejected(Instant::now()));
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(!sweep(&s, &c, Instant::now()));
+        assert!(s[0].ejected(Instant::now()));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            sweep(&s, &c, Instant::now()),
+            "back after base_ejection_time"
+        );
+        assert!(!s[0].ejected(Instant::now()));
     }
 
     #[test]
     fn the_cap_holds_and_never_ejects_everything() {
+        let now = Instant::now();
         let s = subs(4);
         for sc in &s {
             fail(sc, 100, 0);
         }
-        sweep(&s, &cfg(50), 1000);
-        assert_eq!(
-            s.iter().filter(|sc| sc.ejected(1000)).count(),
-            2,
-            "50% of 4"
-        );
+        sweep(&s, &cfg(50), now);
+        assert_eq!(s.iter().filter(|sc| sc.ejected(now)).count(), 2, "50% of 4");
         let s = subs(2);
         for sc in &s {
             fail(sc, 100, 0);
         }
-        sweep(&s, &cfg(100), 1000);
+        sweep(&s, &cfg(100), now);
         assert_eq!(
-            s.iter().filter(|sc| sc.ejected(1000)).count(),
+            s.iter().filter(|sc| sc.ejected(now)).count(),
             1,
             "never all"
         );
@@ -236,6 +260,7 @@ mod tests {
 
     #[test]
     fn success_rate_ejection_uses_mean_minus_stdev() {
+        let now = Instant::now();
         let s = subs(5);
         let mut c = cfg(100);
         c.failure_percentage_ejection = None;
@@ -249,8 +274,8 @@ mod tests {
             fail(sc, 0, 100);
         }
         fail(&s[0], 60, 40);
-        sweep(&s, &c, 1000);
-        assert!(s[0].ejected(1000));
-        assert!(s[1..].iter().all(|sc| !sc.ejected(1000)));
+        sweep(&s, &c, now);
+        assert!(s[0].ejected(now));
+        assert!(s[1..].iter().all(|sc| !sc.ejected(now)));
     }
 }

@@ -132,7 +132,7 @@ impl Picker {
         for i in 0..scan {
             let sc = &self.ready[self.sequence[(start.wrapping_add(i)) % n] as usize];
             if let Some(limit) = self.max_in_flight {
-                if sc.counters.in_flight.load(Ordering::Relaxed) >= limit {
+                if sc.in_flight() >= limit {
                     continue;
                 }
             }

@@ -9,10 +9,13 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::Uri;
 use serde_json::Value;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::attempt::{Attempt, Destination};
 use crate::config::ConnectBackoff;
 use crate::retry::backoff::Backoff;
+use crate::status::{Code, Status};
 use crate::transport::{self, Sender, TransportConfig};
 
 /// gRPC connectivity states.
@@ -59,15 +62,34 @@ pub struct ConnectConfig {
     pub health_service: Option<String>,
 }
 
-/// Per-instance counters, readable at any time for stats and outlier detection.
+/// Per-instance counters, written only through [`Picked`] (the attempts' feedback) and read
+/// for stats, the picker's in-flight limit and outlier detection.
 #[derive(Default)]
-pub struct Counters {
-    pub calls: AtomicU64,
-    pub failures: AtomicU64,
-    pub in_flight: AtomicU32,
+struct Counters {
+    calls: AtomicU64,
+    failures: AtomicU64,
+    in_flight: AtomicU32,
     /// Outlier detection's buckets for the current interval.
-    pub interval_successes: AtomicU64,
-    pub interval_failures: AtomicU64,
+    interval_successes: AtomicU64,
+    interval_failures: AtomicU64,
+}
+
+/// A snapshot of an instance's counters, for stats.
+pub struct CounterSnapshot {
+    pub calls: u64,
+    pub failures: u64,
+    pub in_flight: u32,
+}
+
+/// Outlier ejection state (gRFC A50), changed only by outlier detection's sweeps.
+#[derive(Debug, Default)]
+pub struct Ejection {
+    /// Ejected until then; None = not ejected.
+    pub until: Option<Instant>,
+    /// Grows by one per ejection, decays by one per interval spent not ejected.
+    pub multiplier: u32,
+    /// Ejections so far, for stats.
+    pub count: u32,
 }
 
 pub struct Subchannel {
@@ -81,15 +103,12 @@ pub struct Subchannel {
     sender: ArcSwapOption<Sender>,
     weight: AtomicU64,
     metadata: ArcSwap<Value>,
-    pub counters: Counters,
+    counters: Counters,
     last_error: Mutex<Option<String>>,
     /// Active health (gRFC A17): HEALTH_SERVING, or HEALTH_PENDING until the first answer of a
     /// new connection, or HEALTH_NOT_SERVING.
     health: AtomicU8,
-    /// Outlier ejection (gRFC A50): unix millis until which the instance is ejected; 0 = not.
-    pub ejected_until_ms: AtomicU64,
-    pub ejection_count: AtomicU32,
-    pub ejection_multiplier: AtomicU32,
+    ejection: Mutex<Ejection>,
     shutdown: CancellationToken,
 }
 
@@ -116,9 +135,7 @@ impl Subchannel {
             counters: Counters::default(),
             last_error: Mutex::new(None),
             health: AtomicU8::new(HEALTH_SERVING),
-            ejected_until_ms: AtomicU64::new(0),
-            ejection_count: AtomicU32::new(0),
-            ejection_multiplier: AtomicU32::new(0),
+            ejection: Mutex::new(Ejection::default()),
             shutdown: CancellationToken::new(),
         }))
     }
@@ -164,13 +181,53 @@ impl Subchannel {
         self.health.swap(v, Ordering::AcqRel) != v
     }
 
-    pub fn ejected(&self, now_ms: u64) -> bool {
-        self.ejected_until_ms.load(Ordering::Acquire) > now_ms
+    /// The outlier ejection state; outlier detection changes it under this lock.
+    pub fn ejection(&self) -> std::sync::MutexGuard<'_, Ejection> {
+        self.ejection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn ejected(&self, now: Instant) -> bool {
+        self.ejection().until.is_some_and(|until| until > now)
     }
 
     /// READY, healthy and not ejected: the picker may hand it out.
-    pub fn pickable(&self, now_ms: u64) -> bool {
-        self.state() == State::Ready && self.healthy() && !self.ejected(now_ms)
+    pub fn pickable(&self, now: Instant) -> bool {
+        self.state() == State::Ready && self.healthy() && !self.ejected(now)
+    }
+
+    pub fn counters(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            calls: self.counters.calls.load(Ordering::Relaxed),
+            failures: self.counters.failures.load(Ordering::Relaxed),
+            in_flight: self.in_flight(),
+        }
+    }
+
+    /// Attempts picked for this instance and not finished yet.
+    pub fn in_flight(&self) -> u32 {
+        self.counters.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts one finished attempt (see [`Picked::finish`]).
+    pub(super) fn record(&self, status: &Status) {
+        let c = &self.counters;
+        c.calls.fetch_add(1, Ordering::Relaxed);
+        if status.code == Code::Ok {
+            c.interval_successes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.failures.fetch_add(1, Ordering::Relaxed);
+            c.interval_failures.fetch_add(1, Ordering::Relaxed);
+            self.set_last_error(status.to_string());
+        }
+    }
+
+    /// Outlier detection's (successes, failures) since the last call, which starts a new
+    /// interval.
+    pub fn take_interval(&self) -> (u64, u64) {
+        (
+            self.counters.interval_successes.swap(0, Ordering::Relaxed),
+            self.counters.interval_failures.swap(0, Ordering::Relaxed),
+        )
     }
 
     /// The current connection's request sender, if READY.
@@ -178,15 +235,10 @@ impl Subchannel {
         self.sender.load_full()
     }
 
-    /// Whether there is a connection to hand calls to (false once it refused new streams).
-    pub fn has_connection(&self) -> bool {
-        self.sender.load().is_some()
-    }
-
     /// The connection `sender` belongs to refuses new streams (after a GOAWAY, or it failed):
     /// stop handing it out now. Its task tells the subchannel too, which then reconnects, but
     /// a call retried transparently in between would otherwise pick it again, and again.
-    pub fn connection_refused(&self, sender: &Arc<Sender>) {
+    fn connection_refused(&self, sender: &Arc<Sender>) {
         let previous = self.sender.compare_and_swap(sender, None);
         if previous
             .as_ref()
@@ -297,5 +349,51 @@ impl Subchannel {
                 }
             }
         }
+    }
+}
+
+/// One pick's hold on an instance, like grpc-go's `PickResult` and its `Done`: the connection
+/// the attempt goes to, counted in flight from the pick until the attempt ends. The attempt's
+/// outcome comes back through [`Picked::finish`], which keeps the instance's counters, last
+/// error and outlier buckets, and drops a connection that refused the request.
+pub struct Picked {
+    sc: Arc<Subchannel>,
+    sender: Arc<Sender>,
+}
+
+impl Picked {
+    /// None when `sc` has no connection to hand out (it just refused new streams).
+    pub(super) fn new(sc: Arc<Subchannel>) -> Option<Picked> {
+        let sender = sc.sender()?;
+        sc.counters.in_flight.fetch_add(1, Ordering::AcqRel);
+        Some(Picked { sc, sender })
+    }
+
+    /// The instance's id, for the call's list of instances it has tried.
+    pub fn id(&self) -> u64 {
+        self.sc.id
+    }
+
+    pub fn destination(&self) -> Destination<'_> {
+        Destination {
+            sender: &self.sender,
+            addr: &self.sc.addr,
+            origin: &self.sc.origin,
+        }
+    }
+
+    /// Feeds the attempt's outcome back to the instance. (An attempt dropped unfinished, a
+    /// hedge that lost, only leaves the in-flight count.)
+    pub fn finish(self, attempt: &Attempt) {
+        self.sc.record(&attempt.result.status);
+        if attempt.refused {
+            self.sc.connection_refused(&self.sender);
+        }
+    }
+}
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        self.sc.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -6,15 +6,13 @@ pub mod backoff;
 pub mod throttle;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
-use crate::attempt::{self, Attempt, Destination, Pushback};
-use crate::balancer::subchannel::Subchannel;
-use crate::balancer::Balancer;
+use crate::attempt::{self, Attempt, Pushback};
+use crate::balancer::{Balancer, Picked};
 use crate::client::CallResult;
 use crate::config::{HedgingPolicy, RetryPolicy};
 use crate::status::{Code, Status};
@@ -40,8 +38,6 @@ pub struct CallContext<'a> {
     pub wait_for_ready: bool,
     pub throttle: Option<&'a Throttle>,
     pub counters: &'a CallCounters,
-    /// Called with each finished attempt's subchannel and result (outlier detection).
-    pub on_attempt: &'a (dyn Fn(&Subchannel, &CallResult) + Sync),
 }
 
 /// A6: transparent retries are for attempts that never left the client; bound them so a
@@ -49,38 +45,19 @@ pub struct CallContext<'a> {
 const MAX_TRANSPARENT_RETRIES: u32 = 8;
 
 impl CallContext<'_> {
-    async fn run_attempt(&self, sc: Arc<Subchannel>, previous_attempts: u32) -> Attempt {
+    async fn run_attempt(&self, picked: Picked, previous_attempts: u32) -> Attempt {
         let timeout = self
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()));
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
-        sc.counters.in_flight.fetch_add(1, Ordering::AcqRel);
-        let guard = InFlight(&sc);
-        let a = match sc.sender() {
-            Some(sender) => {
-                let to = Destination {
-                    sender: &sender,
-                    addr: &sc.addr,
-                    origin: &sc.origin,
-                };
-                let a = attempt::run(to, &self.request, timeout, previous_attempts).await;
-                if a.refused {
-                    sc.connection_refused(&sender);
-                }
-                a
-            }
-            None => attempt::failed(
-                Status::unavailable(format!("{}: not connected", sc.addr)),
-                true,
-            ),
-        };
-        drop(guard);
-        sc.counters.calls.fetch_add(1, Ordering::Relaxed);
-        if a.result.status.code != Code::Ok {
-            sc.counters.failures.fetch_add(1, Ordering::Relaxed);
-            sc.set_last_error(a.result.status.to_string());
-        }
-        (self.on_attempt)(&sc, &a.result);
+        let a = attempt::run(
+            picked.destination(),
+            &self.request,
+            timeout,
+            previous_attempts,
+        )
+        .await;
+        picked.finish(&a);
         a
     }
 
@@ -91,17 +68,17 @@ impl CallContext<'_> {
         let mut picks = 0;
         let mut transparent = 0;
         loop {
-            let sc = match self
+            let picked = match self
                 .balancer
                 .pick(&tried[..picks], self.wait_for_ready, self.deadline)
                 .await
             {
-                Ok(sc) => sc,
+                Ok(picked) => picked,
                 Err(status) => return CallResult::error(status),
             };
-            tried[picks] = sc.id;
+            tried[picks] = picked.id();
             picks += 1;
-            let a = self.run_attempt(sc, 0).await;
+            let a = self.run_attempt(picked, 0).await;
             if a.transparent && transparent < MAX_TRANSPARENT_RETRIES {
                 transparent += 1;
                 self.counters
@@ -125,9 +102,9 @@ impl CallContext<'_> {
                 .pick(&tried, self.wait_for_ready, self.deadline)
                 .await
             {
-                Ok(sc) => {
-                    tried.push(sc.id);
-                    self.run_attempt(sc, attempts).await
+                Ok(picked) => {
+                    tried.push(picked.id());
+                    self.run_attempt(picked, attempts).await
                 }
                 Err(status) if status.code == Code::Unavailable => attempt::failed(status, false),
                 Err(status) => return CallResult::error(status),
@@ -225,12 +202,12 @@ impl CallContext<'_> {
                     }
                 };
                 match picked {
-                    Ok(Ok(sc)) => {
-                        tried.push(sc.id);
+                    Ok(Ok(picked)) => {
+                        tried.push(picked.id());
                         if started > 0 {
                             self.counters.hedges.fetch_add(1, Ordering::Relaxed);
                         }
-                        running.push(self.run_attempt(sc, started));
+                        running.push(self.run_attempt(picked, started));
                         started += 1;
                         next_at =
                             (started < max_attempts).then(|| Instant::now() + policy.hedging_delay);
@@ -286,13 +263,5 @@ impl CallContext<'_> {
             }
             last = Some(a.result);
         }
-    }
-}
-
-struct InFlight<'a>(&'a Subchannel);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
