@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use grpc_failover::balancer::picker::{Empty, Pick, Picker};
-use grpc_failover::balancer::subchannel::Subchannel;
+use grpc_failover::bench_internals::{Empty, Pick, Picker, Subchannel};
 use grpc_failover::config::Policy;
 use grpc_failover::RawCodec;
 use grpc_failover::{CallOptions, Client};

@@ -5,28 +5,41 @@
 //! balancer, which keeps one HTTP/2 connection per instance and publishes an immutable picker;
 //! the retry engine runs attempts, each picked through the picker, as the service config says.
 
-pub mod attempt;
-pub mod balancer;
-pub mod client;
+//!
+//! The public Rust API is what this file re-exports, plus [`config`] (the options). Every other
+//! module is internal; README.md's "Architecture" section says what each one owns.
+
+pub(crate) mod attempt;
+pub(crate) mod backoff;
+pub(crate) mod balancer;
+pub(crate) mod client;
 pub mod config;
 pub mod ffi;
 mod logging;
-pub mod metadata;
-pub mod queue;
-pub mod resolver;
-pub mod retry;
-pub mod runtime;
-pub mod status;
-pub mod target;
-pub mod transport;
+pub(crate) mod metadata;
+pub(crate) mod queue;
+pub(crate) mod resolver;
+pub(crate) mod retry;
+pub(crate) mod runtime;
+pub(crate) mod status;
+pub(crate) mod target;
+pub(crate) mod transport;
 
 pub use client::{CallOptions, CallResult, Client};
 pub use config::{Options, ServiceConfig};
 pub use metadata::Metadata;
 pub use resolver::registrar::Registration;
 pub use resolver::Endpoint;
+pub use runtime::handle as runtime_handle;
 pub use status::{Code, Status};
 pub use transport::RawCodec;
+
+/// What the benchmarks in `benches/` measure below the public API. Not part of the API.
+#[doc(hidden)]
+pub mod bench_internals {
+    pub use crate::balancer::picker::{Empty, Pick, Picker};
+    pub use crate::balancer::subchannel::Subchannel;
+}
 
 /// The library version, as `gf_version()` reports it.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");

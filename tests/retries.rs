@@ -381,7 +381,7 @@ where
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    grpc_failover::runtime::handle().spawn(async move {
+    grpc_failover::runtime_handle().spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         loop {
             if let Ok((stream, _)) = listener.accept().await {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::subchannel::Subchannel;
-use crate::retry::backoff::Backoff;
+use crate::backoff::Backoff;
 use crate::transport::{server_stream, Sender};
 
 const SERVING: u64 = 1;

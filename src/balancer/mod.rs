@@ -86,10 +86,6 @@ impl Balancer {
         Arc::new(Sink(Arc::downgrade(&self.inner)))
     }
 
-    pub fn policy(&self) -> Policy {
-        self.inner.policy
-    }
-
     pub fn subchannels(&self) -> Vec<Arc<Subchannel>> {
         self.inner
             .subchannels

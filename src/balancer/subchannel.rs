@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::attempt::{Attempt, Destination};
+use crate::backoff::Backoff;
 use crate::config::ConnectBackoff;
-use crate::retry::backoff::Backoff;
 use crate::status::{Code, Status};
 use crate::transport::{self, Sender, TransportConfig};
 

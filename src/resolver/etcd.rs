@@ -11,8 +11,8 @@ use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use tokio_util::sync::CancellationToken;
 
 use super::{decode_record, Endpoint, ResolverSink};
+use crate::backoff::Backoff;
 use crate::config::EtcdOptions;
-use crate::retry::backoff::Backoff;
 
 /// Connects an etcd client. Lazy for plain connections; with a username it logs in, which needs
 /// a reachable member.

@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::encode_record;
+use crate::backoff::Backoff;
 use crate::config::EtcdOptions;
-use crate::retry::backoff::Backoff;
 use crate::status::Status;
 use crate::target::validate_addr;
 

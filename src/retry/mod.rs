@@ -2,7 +2,6 @@
 //! hedging, and the retry throttle. Every attempt picks its instance through the balancer,
 //! preferring one this call has not tried yet.
 
-pub mod backoff;
 pub mod throttle;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +11,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 
 use crate::attempt::{self, Attempt, Pushback};
+use crate::backoff;
 use crate::balancer::{Balancer, Picked};
 use crate::client::CallResult;
 use crate::config::{HedgingPolicy, RetryPolicy};

@@ -349,7 +349,7 @@ pub fn options(json: &str) -> Options {
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    grpc_failover::runtime::handle().block_on(f)
+    grpc_failover::runtime_handle().block_on(f)
 }
 
 /// Calls `/test.Svc/Whoami` and returns the server name, or the error.
