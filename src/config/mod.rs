@@ -1,11 +1,14 @@
 //! `options_json` (what `gf_connect` and `gf_register` take) and the gRPC service config.
 
 pub mod duration;
+pub(crate) mod json;
 pub mod service_config;
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use json::{opt_bool, opt_f64, opt_ms, opt_str, opt_u32, opt_u64};
 
 pub use service_config::{
     CallPolicy, HedgingPolicy, LbConfig, MethodConfig, OutlierDetection, Policy, RetryPolicy,
@@ -118,11 +121,8 @@ impl Options {
         if let Some(ms) = opt_ms(obj, "connect_timeout_ms", "")? {
             o.connect_timeout = ms;
         }
-        if let Some(b) = obj.get("connect_backoff").filter(|v| !v.is_null()) {
-            let b = b
-                .as_object()
-                .ok_or_else(|| format!("connect_backoff: must be an object, got {b}"))?;
-            let f = "connect_backoff.";
+        if let Some(b) = json::opt_object(obj, "connect_backoff", "")? {
+            let f = "connect_backoff";
             if let Some(d) = opt_ms(b, "base_delay_ms", f)? {
                 o.connect_backoff.base_delay = d;
             }
@@ -144,13 +144,13 @@ impl Options {
                 o.connect_backoff.jitter = j;
             }
         }
-        if let Some(v) = opt_uint(obj, "max_attempts", "")? {
+        if let Some(v) = opt_u32(obj, "max_attempts", "")? {
             if v < 1 {
                 return Err("max_attempts: must be >= 1".into());
             }
-            o.max_attempts_cap = v as u32;
+            o.max_attempts_cap = v;
         }
-        if let Some(v) = opt_uint(obj, "max_in_flight_per_instance", "")? {
+        if let Some(v) = opt_u64(obj, "max_in_flight_per_instance", "")? {
             if v < 1 {
                 return Err("max_in_flight_per_instance: must be >= 1".into());
             }
@@ -160,7 +160,7 @@ impl Options {
         if let Some(t) = opt_ms(obj, "keepalive_timeout_ms", "")? {
             o.keepalive_timeout = t;
         }
-        if let Some(b) = opt_bool(obj, "nonblocking_callbacks")? {
+        if let Some(b) = opt_bool(obj, "nonblocking_callbacks", "")? {
             o.nonblocking_callbacks = b;
         }
         Ok(o)
@@ -209,60 +209,21 @@ fn parse_etcd(v: &Value) -> Result<EtcdOptions, String> {
             ))
         }
     }
-    for key in ["username", "password"] {
-        let value = match obj.get(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => return Err(format!("etcd.{key}: must be a string, got {other}")),
-        };
-        if key == "username" {
-            e.username = value;
-        } else {
-            e.password = value;
-        }
-    }
+    e.username = opt_str(obj, "username", "etcd")?;
+    e.password = opt_str(obj, "password", "etcd")?;
     if e.username.is_some() != e.password.is_some() {
         return Err("etcd: username and password go together".into());
     }
-    if let Some(d) = opt_ms(obj, "dial_timeout_ms", "etcd.")? {
+    if let Some(d) = opt_ms(obj, "dial_timeout_ms", "etcd")? {
         e.dial_timeout = d;
     }
     Ok(e)
 }
 
-fn opt_uint(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Option<u64>, String> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) if n.as_u64().is_some() => Ok(n.as_u64()),
-        Some(other) => Err(format!(
-            "{prefix}{key}: must be a non-negative integer, got {other}"
-        )),
-    }
-}
-
-fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(other) => Err(format!("{key}: must be true or false, got {other}")),
-    }
-}
-
-fn opt_ms(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Option<Duration>, String> {
-    Ok(opt_uint(obj, key, prefix)?.map(Duration::from_millis))
-}
-
-fn opt_f64(obj: &Map<String, Value>, key: &str, prefix: &str) -> Result<Option<f64>, String> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(other) => Err(format!("{prefix}{key}: must be a number, got {other}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn nonblocking_callbacks_is_a_boolean_off_by_default() {
@@ -278,5 +239,43 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn integers_follow_the_same_proto3_json_rule_as_the_service_config() {
+        for v in [json!(3), json!(3.0), json!("3")] {
+            let o =
+                Options::from_value(&json!({"max_attempts": v, "connect_timeout_ms": v})).unwrap();
+            assert_eq!(o.max_attempts_cap, 3, "{v}");
+            assert_eq!(o.connect_timeout, Duration::from_millis(3), "{v}");
+            let sc = ServiceConfig::from_value(&json!({"methodConfig": [
+                {"name": [{}], "maxRequestMessageBytes": v}
+            ]}))
+            .unwrap();
+            let mc = sc
+                .method_config("s", "m")
+                .expect("the default method config");
+            assert_eq!(mc.max_request_message_bytes, Some(3), "{v}");
+        }
+        for v in [json!(3.5), json!("3.0"), json!(-3), json!(true)] {
+            let err = Options::from_value(&json!({"max_attempts": v})).unwrap_err();
+            assert!(
+                err.starts_with("max_attempts: must be a non-negative integer"),
+                "{err}"
+            );
+            let err = Options::from_value(&json!({"etcd": {"dial_timeout_ms": v}})).unwrap_err();
+            assert!(err.starts_with("etcd.dial_timeout_ms: must be"), "{err}");
+            let err = ServiceConfig::from_value(&json!({"methodConfig": [
+                {"name": [{}], "maxRequestMessageBytes": v}
+            ]}))
+            .unwrap_err();
+            assert!(
+                err.starts_with("methodConfig[0].maxRequestMessageBytes: must be"),
+                "{err}"
+            );
+        }
+        // Too large for the field is an error, not a truncation.
+        let err = Options::from_value(&json!({"max_attempts": 4294967297u64})).unwrap_err();
+        assert!(err.starts_with("max_attempts: too large"), "{err}");
     }
 }

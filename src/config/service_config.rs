@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::duration;
+use super::json::{opt_bool, opt_duration, opt_str, opt_u32, opt_u64, req_f64};
 use crate::status::{parse_code, Code};
 
 /// The load-balancing policy that builds the picker.
@@ -380,19 +380,13 @@ fn parse_throttling(v: &Value) -> Result<RetryThrottling> {
 }
 
 fn parse_method_config(obj: &Map<String, Value>, field: &str) -> Result<MethodConfig> {
-    let mut mc = MethodConfig::default();
-    match obj.get("waitForReady") {
-        None | Some(Value::Null) => {}
-        Some(Value::Bool(b)) => mc.wait_for_ready = Some(*b),
-        Some(other) => {
-            return Err(format!(
-                "{field}.waitForReady: must be a boolean, got {other}"
-            ))
-        }
-    }
-    mc.timeout = opt_duration(obj, "timeout", field)?;
-    mc.max_request_message_bytes = opt_u64(obj, "maxRequestMessageBytes", field)?;
-    mc.max_response_message_bytes = opt_u64(obj, "maxResponseMessageBytes", field)?;
+    let mut mc = MethodConfig {
+        wait_for_ready: opt_bool(obj, "waitForReady", field)?,
+        timeout: opt_duration(obj, "timeout", field)?,
+        max_request_message_bytes: opt_u64(obj, "maxRequestMessageBytes", field)?,
+        max_response_message_bytes: opt_u64(obj, "maxResponseMessageBytes", field)?,
+        policy: None,
+    };
     let retry = obj.get("retryPolicy").filter(|v| !v.is_null());
     let hedging = obj.get("hedgingPolicy").filter(|v| !v.is_null());
     mc.policy = match (retry, hedging) {
@@ -493,68 +487,6 @@ fn codes(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<Vec<
             .collect::<Result<Vec<_>>>()
             .map(Some),
         Some(other) => Err(format!("{field}.{key}: must be a list, got {other}")),
-    }
-}
-
-fn opt_str(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<String>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(format!("{field}.{key}: must be a string, got {other}")),
-    }
-}
-
-fn opt_duration(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<Duration>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => duration::parse(s).map(Some).ok_or_else(|| {
-            format!("{field}.{key}: invalid duration {s:?} (expected like \"0.5s\")")
-        }),
-        Some(other) => Err(format!(
-            "{field}.{key}: invalid duration {other} (expected a string like \"0.5s\")"
-        )),
-    }
-}
-
-/// Integers may come as JSON numbers or, as proto3 JSON allows for 64-bit fields, as strings.
-fn opt_u64(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<u64>> {
-    let bad = |v: &Value| format!("{field}.{key}: must be a non-negative integer, got {v}");
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v @ Value::Number(n)) => {
-            if let Some(u) = n.as_u64() {
-                Ok(Some(u))
-            } else {
-                match n.as_f64() {
-                    Some(f) if f >= 0.0 && f.fract() == 0.0 && f < u64::MAX as f64 => {
-                        Ok(Some(f as u64))
-                    }
-                    _ => Err(bad(v)),
-                }
-            }
-        }
-        Some(v @ Value::String(s)) => s.parse::<u64>().map(Some).map_err(|_| bad(v)),
-        Some(v) => Err(bad(v)),
-    }
-}
-
-fn opt_u32(obj: &Map<String, Value>, key: &str, field: &str) -> Result<Option<u32>> {
-    match opt_u64(obj, key, field)? {
-        None => Ok(None),
-        Some(v) => u32::try_from(v)
-            .map(Some)
-            .map_err(|_| format!("{field}.{key}: too large, got {v}")),
-    }
-}
-
-fn req_f64(obj: &Map<String, Value>, key: &str, field: &str) -> Result<f64> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Err(format!("{field}.{key}: required")),
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .filter(|f| f.is_finite())
-            .ok_or_else(|| format!("{field}.{key}: must be a number, got {n}")),
-        Some(other) => Err(format!("{field}.{key}: must be a number, got {other}")),
     }
 }
 

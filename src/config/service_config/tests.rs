@@ -795,7 +795,14 @@ fn options_max_attempts_cap() {
             .max_attempts_cap,
         7
     );
-    for bad in ["0", "-1", "\"3\"", "2.5"] {
+    // As in the service config (proto3 JSON), an integer may come as a string.
+    assert_eq!(
+        Options::from_json(Some(r#"{"max_attempts": "3"}"#))
+            .unwrap()
+            .max_attempts_cap,
+        3
+    );
+    for bad in ["0", "-1", "\"3.0\"", "2.5"] {
         let err = Options::from_json(Some(&format!("{{\"max_attempts\": {bad}}}"))).unwrap_err();
         assert!(err.message.contains("max_attempts"), "{}", err.message);
     }
