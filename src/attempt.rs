@@ -101,7 +101,7 @@ pub async fn run(
     };
     let (header_map, mut stream, _) = response.into_parts();
     let headers = || metadata::to_pairs(&header_map);
-    let message = match stream.message().await {
+    let response = match stream.message().await {
         Ok(Some(m)) => m,
         Ok(None) => {
             let st = Status::internal(format!("{addr}: the server sent no response message"));
@@ -133,7 +133,7 @@ pub async fn run(
             Attempt {
                 result: CallResult {
                     status: Status::new(Code::Ok, ""),
-                    message,
+                    response,
                     headers,
                     trailers,
                 },
@@ -215,7 +215,7 @@ fn from_status(addr: &str, status: tonic::Status, headers: Metadata, committed: 
     Attempt {
         result: CallResult {
             status: Status::new(code, message),
-            message: Bytes::new(),
+            response: Bytes::new(),
             headers,
             trailers,
         },

@@ -18,7 +18,7 @@ use crate::config::{CallPolicy, Options, Policy};
 use crate::metadata::Metadata;
 use crate::resolver::{self, Endpoint};
 use crate::retry::throttle::Throttle;
-use crate::retry::{CallContext, CallCounters};
+use crate::retry::{CallAttempts, CallCounters};
 use crate::runtime;
 use crate::status::{Code, Status};
 use crate::target::Target;
@@ -58,7 +58,8 @@ impl CallOptions {
 #[derive(Clone, Debug)]
 pub struct CallResult {
     pub status: Status,
-    pub message: Bytes,
+    /// The response message's bytes (empty unless the call succeeded).
+    pub response: Bytes,
     pub headers: Metadata,
     pub trailers: Metadata,
 }
@@ -67,7 +68,7 @@ impl CallResult {
     pub fn error(status: Status) -> CallResult {
         CallResult {
             status,
-            message: Bytes::new(),
+            response: Bytes::new(),
             headers: Vec::new(),
             trailers: Vec::new(),
         }
@@ -75,7 +76,7 @@ impl CallResult {
 
     pub fn into_result(self) -> Result<Bytes, Status> {
         if self.status.code == Code::Ok {
-            Ok(self.message)
+            Ok(self.response)
         } else {
             Err(self.status)
         }
@@ -299,7 +300,7 @@ impl Client {
             .wait_for_ready
             .or(mc.and_then(|m| m.wait_for_ready))
             .unwrap_or(false);
-        let ctx = CallContext {
+        let attempts = CallAttempts {
             balancer: &inner.balancer,
             request: attempt::Request {
                 path: &path,
@@ -316,9 +317,9 @@ impl Client {
         let cap = inner.options.max_attempts_cap;
         let work = async {
             match mc.and_then(|m| m.policy.as_ref()) {
-                Some(CallPolicy::Retry(p)) => ctx.retry(p, p.max_attempts.min(cap)).await,
-                Some(CallPolicy::Hedging(p)) => ctx.hedge(p, p.max_attempts.min(cap)).await,
-                None => ctx.once().await,
+                Some(CallPolicy::Retry(p)) => attempts.retry(p, p.max_attempts.min(cap)).await,
+                Some(CallPolicy::Hedging(p)) => attempts.hedge(p, p.max_attempts.min(cap)).await,
+                None => attempts.once().await,
             }
         };
         let mut result = match deadline {

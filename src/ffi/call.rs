@@ -259,7 +259,7 @@ pub extern "C" fn gf_invoke_async(
             let message =
                 CString::new(r.status.message.replace('\0', "\\0")).expect("NULs replaced");
             let response: &[u8] = if r.status.code == tonic::Code::Ok {
-                &r.message
+                &r.response
             } else {
                 &[]
             };
@@ -489,7 +489,7 @@ pub extern "C" fn gf_result_message(result: *const gf_result) -> *const c_char {
 #[no_mangle]
 pub extern "C" fn gf_result_response(result: *const gf_result, len_out: *mut usize) -> *const u8 {
     let bytes: &[u8] = result_arg(result)
-        .map(|r| r.result.message.as_ref())
+        .map(|r| r.result.response.as_ref())
         .unwrap_or(&[]);
     if !len_out.is_null() {
         // SAFETY: non-NULL writable pointer.

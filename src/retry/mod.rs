@@ -30,8 +30,9 @@ pub struct CallCounters {
     pub throttled: AtomicU64,
 }
 
-/// Everything one call needs, shared by its attempts.
-pub struct CallContext<'a> {
+/// The attempts of one call (one RPC as the caller sees it) and what they share: the request,
+/// the deadline, the balancer to pick from, the throttle and the counters.
+pub struct CallAttempts<'a> {
     pub balancer: &'a Balancer,
     pub request: attempt::Request<'a>,
     pub deadline: Option<Instant>,
@@ -44,7 +45,7 @@ pub struct CallContext<'a> {
 /// connection that keeps refusing streams cannot spin.
 const MAX_TRANSPARENT_RETRIES: u32 = 8;
 
-impl CallContext<'_> {
+impl CallAttempts<'_> {
     async fn run_attempt(&self, picked: Picked, previous_attempts: u32) -> Attempt {
         let timeout = self
             .deadline
