@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::subchannel::Subchannel;
 use crate::config::Policy;
+use crate::resolver::MAX_WEIGHT;
 use crate::status::Status;
 
 /// Why a picker has nothing to hand out.
@@ -156,8 +157,10 @@ impl Picker {
     }
 }
 
-/// Turns possibly fractional weights into small positive integers with the same ratios.
+/// Turns possibly fractional weights into small positive integers with the same ratios. Weights
+/// above the resolver's cap count as the cap, so the sums below cannot overflow.
 fn integer_weights(weights: &[f64]) -> Vec<u64> {
+    let weights: Vec<f64> = weights.iter().map(|w| w.min(MAX_WEIGHT)).collect();
     let mut scale = 1.0;
     while scale < 1000.0 && weights.iter().any(|w| (w * scale).fract().abs() > 1e-9) {
         scale *= 10.0;
@@ -170,7 +173,7 @@ fn integer_weights(weights: &[f64]) -> Vec<u64> {
     if g > 1 {
         ints.iter_mut().for_each(|w| *w /= g);
     }
-    let total: u64 = ints.iter().sum();
+    let total = ints.iter().fold(0u64, |sum, w| sum.saturating_add(*w));
     if total > MAX_SEQUENCE {
         let f = MAX_SEQUENCE as f64 / total as f64;
         ints.iter_mut()
@@ -231,6 +234,9 @@ mod tests {
         assert_eq!(integer_weights(&[10.0, 20.0]), vec![1, 2]);
         let big = integer_weights(&[1e9, 3e9 + 1.0]);
         assert!(big.iter().sum::<u64>() <= MAX_SEQUENCE + 2);
+        // Weights near the u64 range count as the cap: equal, instead of overflowing the sum.
+        assert_eq!(integer_weights(&[1e308, 1e19]), vec![1, 1]);
+        assert_eq!(integer_weights(&[MAX_WEIGHT, MAX_WEIGHT / 2.0]), vec![2, 1]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! without a leader). Watches carry etcd's require-leader flag so a partitioned member cannot
 //! keep the client on a silent, stale watch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +58,27 @@ struct Known {
     /// The last revision seen; a new watch resumes at revision + 1 instead of re-listing, so
     /// nothing that happened while the watch was down is lost. None forces a fresh list.
     revision: Option<i64>,
+    /// Keys whose record was skipped as invalid, so that each is warned about once, not at
+    /// every re-list.
+    skipped: HashSet<Vec<u8>>,
+}
+
+impl Known {
+    /// Decodes a record; an invalid one is skipped with one warning per key.
+    fn decode(&mut self, key: &[u8], value: &[u8]) -> Option<Endpoint> {
+        match decode_record(&String::from_utf8_lossy(key), value) {
+            Ok(e) => {
+                self.skipped.remove(key);
+                Some(e)
+            }
+            Err(why) => {
+                if self.skipped.insert(key.to_vec()) {
+                    log::warn!("skipping instance record: {why}");
+                }
+                None
+            }
+        }
+    }
 }
 
 /// Follows `<prefix>/` in etcd until `stop` is cancelled, feeding every change to `sink`.
@@ -129,7 +150,7 @@ async fn follow_once(
             let resp = within(&format!("etcd get {key_prefix:?}"), request_timeout, list).await?;
             known.instances.clear();
             for kv in resp.kvs() {
-                if let Some(e) = decode(kv.key(), kv.value()) {
+                if let Some(e) = known.decode(kv.key(), kv.value()) {
                     known.instances.insert(kv.key().to_vec(), e);
                 }
             }
@@ -178,7 +199,7 @@ async fn follow_once(
         for event in msg.events() {
             let Some(kv) = event.kv() else { continue };
             match event.event_type() {
-                EventType::Put => match decode(kv.key(), kv.value()) {
+                EventType::Put => match known.decode(kv.key(), kv.value()) {
                     Some(e) => {
                         changed |= known
                             .instances
@@ -188,7 +209,10 @@ async fn follow_once(
                     }
                     None => changed |= known.instances.remove(kv.key()).is_some(),
                 },
-                EventType::Delete => changed |= known.instances.remove(kv.key()).is_some(),
+                EventType::Delete => {
+                    known.skipped.remove(kv.key());
+                    changed |= known.instances.remove(kv.key()).is_some()
+                }
             }
             known.revision = Some(known.revision.unwrap_or(0).max(kv.mod_revision()));
         }
@@ -204,17 +228,6 @@ async fn follow_once(
     }
 }
 
-fn decode(key: &[u8], value: &[u8]) -> Option<Endpoint> {
-    let key = String::from_utf8_lossy(key);
-    match decode_record(&key, value) {
-        Ok(e) => Some(e),
-        Err(why) => {
-            log::warn!("skipping instance record: {why}");
-            None
-        }
-    }
-}
-
 /// One endpoint per address (two keys may name the same address; the first key wins).
 fn dedup(instances: &BTreeMap<Vec<u8>, Endpoint>) -> Vec<Endpoint> {
     let mut out: Vec<Endpoint> = Vec::with_capacity(instances.len());
@@ -224,4 +237,22 @@ fn dedup(instances: &BTreeMap<Vec<u8>, Endpoint>) -> Vec<Endpoint> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_record_is_skipped_and_remembered_until_it_is_fixed() {
+        let mut known = Known::default();
+        assert!(known.decode(b"svc/a", br#"{"Addr":"garbage"}"#).is_none());
+        assert!(known.decode(b"svc/a", br#"{"Addr":"garbage"}"#).is_none());
+        assert_eq!(known.skipped.len(), 1, "warned about once");
+        let e = known
+            .decode(b"svc/a", br#"{"Addr":"127.0.0.1:1"}"#)
+            .unwrap();
+        assert_eq!(e.addr, "127.0.0.1:1");
+        assert!(known.skipped.is_empty());
+    }
 }

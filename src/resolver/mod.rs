@@ -58,6 +58,8 @@ pub fn decode_record(key: &str, value: &[u8]) -> Result<Endpoint, String> {
         .and_then(Value::as_str)
         .filter(|a| !a.is_empty())
         .ok_or_else(|| format!("etcd key {key:?}: no \"Addr\""))?;
+    // The same rule as static targets: an instance that cannot be dialled is no instance.
+    crate::target::validate_addr(addr).map_err(|why| format!("etcd key {key:?}: {why}"))?;
     let metadata = obj.get("Metadata").cloned().unwrap_or(Value::Null);
     Ok(Endpoint {
         addr: addr.to_string(),
@@ -66,9 +68,13 @@ pub fn decode_record(key: &str, value: &[u8]) -> Result<Endpoint, String> {
     })
 }
 
+/// The largest weight: larger ones count as this. Weighted round robin keeps exact shares for
+/// weights up to it, and any number of instances can sum their weights without overflow.
+pub const MAX_WEIGHT: f64 = 1e6;
+
 /// The weight in an instance's metadata (the `weight` field of an object, or a JSON string that
 /// holds such an object); 1 when absent or not a non-negative finite JSON number (a string
-/// such as "3" is not a number).
+/// such as "3" is not a number); at most [`MAX_WEIGHT`].
 pub fn weight_of(metadata: &Value) -> f64 {
     let weight = match metadata {
         Value::Object(o) => o.get("weight").cloned(),
@@ -82,7 +88,7 @@ pub fn weight_of(metadata: &Value) -> f64 {
         _ => None,
     };
     match number {
-        Some(w) if w.is_finite() && w >= 0.0 => w,
+        Some(w) if w.is_finite() && w >= 0.0 => w.min(MAX_WEIGHT),
         _ => 1.0,
     }
 }
@@ -153,8 +159,22 @@ mod tests {
         let e = decode_record("k", br#"{"Addr":"a:1"}"#).unwrap();
         assert_eq!(e.weight, 1.0);
         assert!(decode_record("k", b"not json").is_err());
+        for addr in ["garbage", ":0", "host:", "host:99999", "host:port"] {
+            let record = format!(r#"{{"Addr":"{addr}"}}"#);
+            let err = decode_record("k", record.as_bytes()).unwrap_err();
+            assert!(err.contains("is not host:port"), "{addr}: {err}");
+        }
+        let e = decode_record("k", br#"{"Addr":"[::1]:8080"}"#).unwrap();
+        assert_eq!(e.addr, "[::1]:8080");
         assert!(decode_record("k", br#"{"Metadata":{}}"#).is_err());
         assert!(decode_record("k", br#"[1]"#).is_err());
+    }
+
+    #[test]
+    fn weights_are_capped() {
+        assert_eq!(weight_of(&json!({"weight": 1e308})), MAX_WEIGHT);
+        assert_eq!(weight_of(&json!({"weight": 1e19})), MAX_WEIGHT);
+        assert_eq!(weight_of(&json!({"weight": 999999.5})), 999999.5);
     }
 
     #[test]
