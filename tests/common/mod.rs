@@ -114,6 +114,15 @@ fn spawn_server(name: &str, listen: &str, args: &[String]) -> (Child, String) {
         .strip_prefix("listening ")
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_string();
+    // A server that registers itself prints "registered <key>" once the key is in etcd: wait for
+    // it, so a test sees the key at once (the registration runs after the listener is up).
+    if args.iter().any(|a| a == "--etcd") {
+        let line = lines.next().and_then(Result::ok).unwrap_or_default();
+        assert!(
+            line.starts_with("registered "),
+            "gf-testserver {name} did not register (printed {line:?})"
+        );
+    }
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     (child, addr)
