@@ -28,10 +28,11 @@ impl Backoff {
         self.current
     }
 
-    /// The next delay: the current one with +/- jitter, after which the current one grows.
+    /// The next delay: the current one with +/- jitter, after which the current one grows
+    /// (saturating at the maximum, whatever the multiplier).
     pub fn next_delay(&mut self) -> Duration {
         let delay = jittered(self.current, self.jitter);
-        self.current = self.current.mul_f64(self.multiplier).min(self.max);
+        self.current = scaled(self.current, self.multiplier).min(self.max);
         delay
     }
 
@@ -45,7 +46,17 @@ pub fn jittered(d: Duration, jitter: f64) -> Duration {
     if jitter <= 0.0 {
         return d;
     }
-    d.mul_f64(1.0 - jitter + 2.0 * jitter * fastrand::f64())
+    scaled(d, 1.0 - jitter + 2.0 * jitter * fastrand::f64())
+}
+
+/// `d * factor`, saturating at `Duration::MAX` (Duration::mul_f64 panics on overflow, and the
+/// factors come from configuration).
+fn scaled(d: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(d.as_secs_f64() * factor).unwrap_or(if factor > 0.0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    })
 }
 
 #[cfg(test)]
@@ -66,5 +77,18 @@ mod tests {
         }
         b.reset();
         assert_eq!(b.current(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn huge_multipliers_and_delays_saturate_instead_of_panicking() {
+        let max = Duration::from_secs(10);
+        let mut b = Backoff::new(Duration::from_secs(1), 1e308, 0.2, max);
+        b.next_delay();
+        assert_eq!(b.current(), max);
+        assert!(b.next_delay() <= max.mul_f64(1.2));
+        let mut b = Backoff::new(Duration::MAX, 1.6, 0.2, Duration::MAX);
+        assert!(b.next_delay() >= Duration::MAX.mul_f64(0.7));
+        assert_eq!(b.current(), Duration::MAX);
+        assert_eq!(scaled(Duration::from_secs(2), 0.5), Duration::from_secs(1));
     }
 }

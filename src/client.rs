@@ -22,6 +22,7 @@ use crate::retry::{CallAttempts, CallCounters};
 use crate::runtime;
 use crate::status::{Code, Status};
 use crate::target::Target;
+use crate::task::spawn_supervised;
 use crate::transport::TransportConfig;
 
 /// Whether a successful call's response headers and trailers are copied into its result.
@@ -139,20 +140,31 @@ impl Client {
             .map(Throttle::new);
         let closed = CancellationToken::new();
         let sink = balancer.sink();
-        if let Some(od) = lb.outlier_detection.clone() {
-            runtime::handle().spawn(outlier::run(balancer.clone(), od, closed.clone()));
-        }
         let _enter = runtime::handle().enter();
+        if let Some(od) = lb.outlier_detection.clone() {
+            let (balancer, stop) = (balancer.clone(), closed.clone());
+            spawn_supervised(
+                "outlier detection".into(),
+                |_| {},
+                move || outlier::run(balancer.clone(), od.clone(), stop.clone()),
+            );
+        }
         match parsed {
             Target::Static { addrs } => sink.update(addrs.into_iter().map(Endpoint::new).collect()),
             Target::Etcd { prefix } => {
-                let stop = closed.clone();
-                tokio::spawn(resolver::etcd::watch_prefix(
-                    options.etcd.clone(),
-                    prefix,
-                    sink,
-                    stop,
-                ));
+                let (etcd, stop, reporter) = (options.etcd.clone(), closed.clone(), sink.clone());
+                spawn_supervised(
+                    format!("etcd resolver for {prefix:?}"),
+                    move |why| reporter.error(format!("internal error in grpc-failover: {why}")),
+                    move || {
+                        resolver::etcd::watch_prefix(
+                            etcd.clone(),
+                            prefix.clone(),
+                            sink.clone(),
+                            stop.clone(),
+                        )
+                    },
+                );
             }
         }
         Ok(Client {

@@ -245,7 +245,7 @@ impl Inner {
                                 inner.rebuild();
                             }
                         });
-                        tokio::spawn(sc.clone().run(self.connect.clone(), on_change));
+                        sc.clone().start(self.connect.clone(), on_change);
                         next.push(sc);
                     }
                     Err(why) => log::warn!("skipping instance: {why}"),

@@ -285,6 +285,24 @@ impl Subchannel {
         }
     }
 
+    /// Starts the connection loop ([`Subchannel::run`]) as a task. A panic in it marks the
+    /// instance failed (TRANSIENT_FAILURE, with the panic as its last error) and the loop starts
+    /// again: an instance is never left with no task behind it.
+    pub fn start(self: Arc<Self>, cfg: ConnectConfig, on_change: Arc<dyn Fn() + Send + Sync>) {
+        let sc = self.clone();
+        let notify = on_change.clone();
+        crate::task::spawn_supervised(
+            format!("subchannel {}", self.addr),
+            move |why| {
+                sc.sender.store(None);
+                sc.set_last_error(format!("internal error in grpc-failover: {why}"));
+                sc.failed_since_ready.store(true, Ordering::Release);
+                sc.set_state(State::TransientFailure, &*notify);
+            },
+            move || self.clone().run(cfg.clone(), on_change.clone()),
+        );
+    }
+
     /// The connection loop: connect, serve until the connection closes, reconnect with backoff.
     /// Runs until [`Subchannel::shutdown`].
     pub async fn run(self: Arc<Self>, cfg: ConnectConfig, on_change: Arc<dyn Fn() + Send + Sync>) {
