@@ -762,7 +762,8 @@ fn keepalive_finds_a_hung_instance_and_its_calls_fail_over() {
     let c = client_with(
         &[&a, &b],
         config,
-        json!({"keepalive_time_ms": 200, "keepalive_timeout_ms": 300}),
+        // The shortest interval gRPC allows.
+        json!({"keepalive_time_ms": 10_000, "keepalive_timeout_ms": 300}),
     );
     assert!(eventually(Duration::from_secs(5), || {
         state_of(&c, &a.addr) == "READY" && state_of(&c, &b.addr) == "READY"
@@ -770,10 +771,11 @@ fn keepalive_finds_a_hung_instance_and_its_calls_fail_over() {
 
     b.pause();
     // Round robin sends one of the first calls to b. Without keepalive it would wait out its
-    // 10 s deadline; with it, the connection is declared dead and the call retried on a.
+    // 30 s deadline; with it, the connection is declared dead within about 10.3 s and the call
+    // retried on a.
     for i in 0..6 {
         assert_eq!(
-            whoami(&c, 10_000).as_deref(),
+            whoami(&c, 30_000).as_deref(),
             Ok("a"),
             "call {i}: {}",
             c.stats()

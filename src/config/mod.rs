@@ -57,6 +57,13 @@ impl Default for ConnectBackoff {
     }
 }
 
+/// The largest `connect_backoff.multiplier`: each attempt's backoff may grow at most this much.
+pub const MAX_BACKOFF_MULTIPLIER: f64 = 100.0;
+
+/// The shortest keepalive interval, as in grpc-go (servers answer more frequent pings with a
+/// GOAWAY): shorter ones are raised to it.
+pub const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
+
 /// Everything `gf_connect` accepts in `options_json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
@@ -130,8 +137,10 @@ impl Options {
                 o.connect_backoff.max_delay = d;
             }
             if let Some(m) = opt_f64(b, "multiplier", f)? {
-                if m < 1.0 {
-                    return Err(format!("connect_backoff.multiplier: must be >= 1, got {m}"));
+                if !(1.0..=MAX_BACKOFF_MULTIPLIER).contains(&m) {
+                    return Err(format!(
+                        "connect_backoff.multiplier: must be 1 to {MAX_BACKOFF_MULTIPLIER}, got {m}"
+                    ));
                 }
                 o.connect_backoff.multiplier = m;
             }
@@ -156,8 +165,20 @@ impl Options {
             }
             o.max_in_flight_per_instance = Some(v.min(u32::MAX as u64) as u32);
         }
-        o.keepalive_time = opt_ms(obj, "keepalive_time_ms", "")?;
+        o.keepalive_time = opt_ms(obj, "keepalive_time_ms", "")?.map(|t| {
+            if t < MIN_KEEPALIVE_TIME {
+                log::warn!(
+                    "keepalive_time_ms: {} ms is below gRPC's minimum; using {} ms",
+                    t.as_millis(),
+                    MIN_KEEPALIVE_TIME.as_millis()
+                );
+            }
+            t.max(MIN_KEEPALIVE_TIME)
+        });
         if let Some(t) = opt_ms(obj, "keepalive_timeout_ms", "")? {
+            if t.is_zero() {
+                return Err("keepalive_timeout_ms: must be > 0".into());
+            }
             o.keepalive_timeout = t;
         }
         if let Some(b) = opt_bool(obj, "nonblocking_callbacks", "")? {
@@ -277,5 +298,34 @@ mod tests {
         // Too large for the field is an error, not a truncation.
         let err = Options::from_value(&json!({"max_attempts": 4294967297u64})).unwrap_err();
         assert!(err.starts_with("max_attempts: too large"), "{err}");
+    }
+
+    #[test]
+    fn keepalive_below_ten_seconds_is_raised_to_it() {
+        for ms in [0, 1, 9_999] {
+            let o = Options::from_value(&json!({"keepalive_time_ms": ms})).unwrap();
+            assert_eq!(o.keepalive_time, Some(MIN_KEEPALIVE_TIME), "{ms}");
+        }
+        let o = Options::from_value(&json!({"keepalive_time_ms": 30_000})).unwrap();
+        assert_eq!(o.keepalive_time, Some(Duration::from_secs(30)));
+        let err = Options::from_value(&json!({"keepalive_timeout_ms": 0})).unwrap_err();
+        assert!(
+            err.starts_with("keepalive_timeout_ms: must be > 0"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn backoff_multiplier_is_bounded() {
+        for m in [0.5, 100.5, 1e308] {
+            let err =
+                Options::from_value(&json!({"connect_backoff": {"multiplier": m}})).unwrap_err();
+            assert!(
+                err.starts_with("connect_backoff.multiplier: must be 1 to 100"),
+                "{err}"
+            );
+        }
+        let o = Options::from_value(&json!({"connect_backoff": {"multiplier": 100}})).unwrap();
+        assert_eq!(o.connect_backoff.multiplier, 100.0);
     }
 }
