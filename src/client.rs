@@ -15,7 +15,7 @@ use crate::attempt;
 use crate::balancer::subchannel::ConnectConfig;
 use crate::balancer::{outlier, Balancer};
 use crate::config::{CallPolicy, Options, Policy};
-use crate::metadata::Metadata;
+use crate::metadata::{self, Metadata};
 use crate::resolver::{self, Endpoint};
 use crate::retry::throttle::Throttle;
 use crate::retry::{CallAttempts, CallCounters};
@@ -280,6 +280,15 @@ impl Client {
         };
         if let Err(status) = opts.validate() {
             return CallResult::error(status);
+        }
+        // Checked here, before any attempt: a header list the server refuses would make it
+        // close the connection, failing every other call on it too.
+        let metadata_bytes = metadata::header_list_size(&opts.metadata);
+        if metadata_bytes > inner.options.max_metadata_bytes {
+            return CallResult::error(Status::resource_exhausted(format!(
+                "request metadata of {metadata_bytes} bytes exceeds max_metadata_bytes {}",
+                inner.options.max_metadata_bytes
+            )));
         }
         let path = match PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(method.as_bytes()))
         {

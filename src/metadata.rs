@@ -36,6 +36,22 @@ pub fn validate_metadata(key: &str, value: &[u8]) -> Result<(), Status> {
     Ok(())
 }
 
+/// The size of `metadata` as HTTP/2 counts a header list (RFC 9113 6.5.2: name + value + 32
+/// per entry), with binary values as they go on the wire (unpadded base64).
+pub fn header_list_size(metadata: &Metadata) -> u64 {
+    metadata
+        .iter()
+        .map(|(key, value)| {
+            let value_len = if key.ends_with("-bin") {
+                (value.len() * 4).div_ceil(3)
+            } else {
+                value.len()
+            };
+            (key.len() + value_len + 32) as u64
+        })
+        .fold(0, u64::saturating_add)
+}
+
 /// Appends checked metadata (see [`validate_metadata`]) to a request's map.
 pub(crate) fn append_to(md: &mut MetadataMap, metadata: &Metadata) {
     for (key, value) in metadata {
@@ -72,4 +88,20 @@ pub(crate) fn to_pairs(md: &MetadataMap) -> Metadata {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_list_size_counts_as_http2_does() {
+        let md: Metadata = vec![
+            ("a".into(), Bytes::from_static(b"xyz")),
+            ("k-bin".into(), Bytes::from_static(&[0, 1, 2, 3])),
+        ];
+        // 1 + 3 + 32, then 5 + base64(4 bytes) = 6 characters + 32.
+        assert_eq!(header_list_size(&md), 36 + 43);
+        assert_eq!(header_list_size(&Vec::new()), 0);
+    }
 }

@@ -95,3 +95,73 @@ fn close_cancels_calls_in_flight() {
     let err = call.join().unwrap().unwrap_err();
     assert_eq!(err.code, Code::Cancelled);
 }
+
+/// One call with oversized metadata fails alone, locally, with RESOURCE_EXHAUSTED: sent, it
+/// would make the server close the shared connection under the calls in flight on it.
+#[test]
+fn oversized_metadata_fails_only_its_own_call() {
+    let s = TestServer::start("big", &["--delay-ms", "300"]);
+    let c = Client::connect(&format!("static:///{}", s.addr), options("{}")).unwrap();
+    assert_eq!(whoami(&c, 5000).unwrap(), "big");
+    let in_flight: Vec<_> = (0..20)
+        .map(|_| {
+            let c = c.clone();
+            grpc_failover::runtime_handle().spawn(async move {
+                let opts = CallOptions {
+                    timeout: Some(Duration::from_secs(10)),
+                    ..Default::default()
+                };
+                c.invoke("/test.Svc/Whoami", Bytes::new(), &opts).await
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let big_value = CallOptions {
+        timeout: Some(Duration::from_secs(5)),
+        metadata: vec![("x-big".into(), Bytes::from(vec![b'v'; 64 << 10]))],
+        ..Default::default()
+    };
+    let many_entries = CallOptions {
+        timeout: Some(Duration::from_secs(5)),
+        metadata: (0..10_000)
+            .map(|i| (format!("x-k{i}"), Bytes::from_static(b"v")))
+            .collect(),
+        ..Default::default()
+    };
+    for opts in [big_value, many_entries] {
+        let err = block_on(c.invoke("/test.Svc/Whoami", Bytes::new(), &opts)).unwrap_err();
+        assert_eq!(err.code, Code::ResourceExhausted, "{err}");
+        assert!(err.message.contains("max_metadata_bytes 16384"), "{err}");
+    }
+    for call in in_flight {
+        assert_eq!(block_on(call).unwrap().unwrap(), "big");
+    }
+    let stats = c.stats();
+    assert_eq!(
+        stats["attempts"], 21,
+        "the refused calls made no attempt: {stats}"
+    );
+    // The bound is an option.
+    let c = Client::connect(
+        &format!("static:///{}", s.addr),
+        options(r#"{"max_metadata_bytes": 1000}"#),
+    )
+    .unwrap();
+    let with_value = |len: usize| CallOptions {
+        timeout: Some(Duration::from_secs(5)),
+        metadata: vec![("x-v".into(), Bytes::from(vec![b'v'; len]))],
+        ..Default::default()
+    };
+    assert_eq!(
+        block_on(c.invoke("/test.Svc/Whoami", Bytes::new(), &with_value(965))).unwrap(),
+        "big",
+        "3 + 965 + 32 = 1000 bytes is within the bound"
+    );
+    let err = block_on(c.invoke("/test.Svc/Whoami", Bytes::new(), &with_value(966))).unwrap_err();
+    assert_eq!(err.code, Code::ResourceExhausted, "{err}");
+    assert!(
+        err.message
+            .contains("1001 bytes exceeds max_metadata_bytes 1000"),
+        "{err}"
+    );
+}

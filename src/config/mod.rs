@@ -64,6 +64,10 @@ pub const MAX_BACKOFF_MULTIPLIER: f64 = 100.0;
 /// GOAWAY): shorter ones are raised to it.
 pub const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
 
+/// The default bound of a call's request metadata: 16 KiB, the header list most HTTP/2 servers
+/// accept (a larger one makes such a server close the connection, failing every call on it).
+pub const DEFAULT_MAX_METADATA_BYTES: u64 = 16 << 10;
+
 /// Everything `gf_connect` accepts in `options_json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
@@ -82,6 +86,9 @@ pub struct Options {
     /// The async calls' callbacks never block: such calls run on the call loops, where their
     /// callback runs too (see `runtime::run_on_call_loop`).
     pub nonblocking_callbacks: bool,
+    /// The largest request metadata a call may send, counted as HTTP/2 counts a header list
+    /// (name + value + 32 per entry); a larger one fails the call before anything is sent.
+    pub max_metadata_bytes: u64,
 }
 
 impl Default for Options {
@@ -96,6 +103,7 @@ impl Default for Options {
             keepalive_time: None,
             keepalive_timeout: Duration::from_secs(20),
             nonblocking_callbacks: false,
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
         }
     }
 }
@@ -180,6 +188,9 @@ impl Options {
                 return Err("keepalive_timeout_ms: must be > 0".into());
             }
             o.keepalive_timeout = t;
+        }
+        if let Some(n) = opt_u64(obj, "max_metadata_bytes", "")? {
+            o.max_metadata_bytes = n;
         }
         if let Some(b) = opt_bool(obj, "nonblocking_callbacks", "")? {
             o.nonblocking_callbacks = b;
