@@ -385,3 +385,38 @@ fn username_and_password_auth() {
     .unwrap();
     block_on(reg.deregister()).unwrap();
 }
+
+/// A prefix that holds more than one etcd response may carry (4 MiB by default) is listed page
+/// by page: five records of 1 MiB each, and 1,200 ordinary records (more than one page), around
+/// the one live instance.
+#[test]
+fn a_prefix_larger_than_one_response_is_listed_in_pages() {
+    let etcd = Etcd::start();
+    let a = TestServer::start("a", &[]);
+    block_on(async {
+        let mut kv = etcd_client::Client::connect([etcd.endpoint.clone()], None)
+            .await
+            .expect("etcd");
+        let padding = "p".repeat(1 << 20);
+        for i in 0..5 {
+            let addr = format!("127.0.0.1:{}", 1 + i);
+            let record = format!(
+                r#"{{"Op":0,"Addr":"{addr}","Metadata":{{"weight":0,"pad":"{padding}"}}}}"#
+            );
+            kv.put(format!("svc/big{i}"), record, None)
+                .await
+                .expect("put");
+        }
+        for i in 0..1200 {
+            let addr = format!("127.0.0.2:{}", 1 + i);
+            let record = format!(r#"{{"Op":0,"Addr":"{addr}","Metadata":{{"weight":0}}}}"#);
+            kv.put(format!("svc/{addr}"), record, None)
+                .await
+                .expect("put");
+        }
+    });
+    etcd.put_instance("svc", &a.addr, 1.0);
+    let c = etcd_client(&[&etcd], RR, "svc");
+    assert_eq!(whoami(&c, 10_000).unwrap(), "a");
+    assert_eq!(instances(&c).len(), 1206, "every record was listed");
+}

@@ -118,6 +118,66 @@ pub async fn watch_prefix(
     }
 }
 
+/// Keys per page of the listing: a prefix can hold more than one response may carry.
+const LIST_PAGE: i64 = 500;
+
+/// The largest etcd response the resolver reads (etcd-client's default is 4 MiB; etcd allows
+/// values of up to 1.5 MiB, so a page of large records needs more).
+const MAX_ETCD_RESPONSE: usize = 64 << 20;
+
+/// Lists `key_prefix` into `known.instances` page by page, every page at the revision of the
+/// first; returns that revision.
+async fn list(
+    c: &Client,
+    key_prefix: &str,
+    request_timeout: Duration,
+    known: &mut Known,
+) -> Result<i64, String> {
+    let mut kv = c.kv_client().max_decoding_message_size(MAX_ETCD_RESPONSE);
+    let end = range_end(key_prefix.as_bytes());
+    let mut from = key_prefix.as_bytes().to_vec();
+    let mut revision = 0;
+    known.instances.clear();
+    loop {
+        let mut opts = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(LIST_PAGE);
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        let page = kv.get(from.clone(), Some(opts));
+        let resp = within(&format!("etcd get {key_prefix:?}"), request_timeout, page).await?;
+        if revision == 0 {
+            revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        }
+        for kv in resp.kvs() {
+            if let Some(e) = known.decode(kv.key(), kv.value()) {
+                known.instances.insert(kv.key().to_vec(), e);
+            }
+        }
+        match resp.kvs().last() {
+            Some(last) if resp.more() => {
+                // The next page starts just after the last key of this one.
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => return Ok(revision),
+        }
+    }
+}
+
+/// The end of the key range holding every key that starts with `prefix` (etcd's prefix rule).
+fn range_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 enum WatchEnd {
     Compacted(String),
     Failed(String),
@@ -146,15 +206,7 @@ async fn follow_once(
     let revision = match known.revision {
         Some(r) => r,
         None => {
-            let list = c.get(key_prefix, Some(GetOptions::new().with_prefix()));
-            let resp = within(&format!("etcd get {key_prefix:?}"), request_timeout, list).await?;
-            known.instances.clear();
-            for kv in resp.kvs() {
-                if let Some(e) = known.decode(kv.key(), kv.value()) {
-                    known.instances.insert(kv.key().to_vec(), e);
-                }
-            }
-            let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+            let revision = list(c, key_prefix, request_timeout, known).await?;
             known.revision = Some(revision);
             sink.update(dedup(&known.instances));
             revision
@@ -165,7 +217,10 @@ async fn follow_once(
         .with_prefix()
         .with_start_revision(revision + 1)
         .with_progress_notify();
-    let watch = c.watch(key_prefix, Some(watch_opts));
+    let mut watcher = c
+        .watch_client()
+        .max_decoding_message_size(MAX_ETCD_RESPONSE);
+    let watch = watcher.watch(key_prefix, Some(watch_opts));
     let mut stream = within(
         &format!("etcd watch {key_prefix:?}"),
         request_timeout,
@@ -242,6 +297,13 @@ fn dedup(instances: &BTreeMap<Vec<u8>, Endpoint>) -> Vec<Endpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_range_end_of_a_prefix() {
+        assert_eq!(range_end(b"svc/"), b"svc0");
+        assert_eq!(range_end(b"a\xff"), b"b");
+        assert_eq!(range_end(b"\xff"), vec![0]);
+    }
 
     #[test]
     fn an_invalid_record_is_skipped_and_remembered_until_it_is_fixed() {
