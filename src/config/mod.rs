@@ -58,15 +58,15 @@ impl Default for ConnectBackoff {
 }
 
 /// The largest `connect_backoff.multiplier`: each attempt's backoff may grow at most this much.
-pub const MAX_BACKOFF_MULTIPLIER: f64 = 100.0;
+pub(crate) const MAX_BACKOFF_MULTIPLIER: f64 = 100.0;
 
 /// The shortest keepalive interval, as in grpc-go (servers answer more frequent pings with a
 /// GOAWAY): shorter ones are raised to it.
-pub const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
+pub(crate) const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
 
 /// The default bound of a call's request metadata: 16 KiB, the header list most HTTP/2 servers
 /// accept (a larger one makes such a server close the connection, failing every call on it).
-pub const DEFAULT_MAX_METADATA_BYTES: u64 = 16 << 10;
+pub(crate) const DEFAULT_MAX_METADATA_BYTES: u64 = 16 << 10;
 
 /// Everything `gf_connect` accepts in `options_json`.
 #[derive(Clone, Debug, PartialEq)]
