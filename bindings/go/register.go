@@ -1,36 +1,6 @@
 package grpcfailover
 
-/*
-#include <stdint.h>
-#include <stdlib.h>
-#include "grpc_failover.h"
-
-typedef struct {
-	gf_registration *registration;
-	int32_t code;
-	char *error;
-} gfgo_registered;
-
-static gfgo_registered gfgo_register(const char *options_json, const char *prefix,
-                                     const char *addr, const char *metadata_json,
-                                     uint32_t ttl_s) {
-	gfgo_registered r = {NULL, 0, NULL};
-	r.code = gf_register(options_json, prefix, addr, metadata_json, ttl_s, &r.registration,
-	                     &r.error);
-	return r;
-}
-
-typedef struct {
-	int32_t code;
-	char *error;
-} gfgo_status;
-
-static gfgo_status gfgo_deregister(gf_registration *registration) {
-	gfgo_status s = {0, NULL};
-	s.code = gf_deregister(registration, &s.error);
-	return s;
-}
-*/
+// #include "shims.h"
 import "C"
 
 import (
