@@ -407,8 +407,8 @@ int32_t gf_connect(const char *target,
  * passes, 14 UNAVAILABLE when no instance can take the call, 1 CANCELLED when `gf_close` runs
  * meanwhile, 3 INVALID_ARGUMENT for bad arguments, 9 FAILED_PRECONDITION when called on a
  * library thread (inside a callback: use `gf_invoke_async` there) or on a closed client.
- * Blocks the calling thread until the call ends. While no other thread is blocked in the
- * library, the caller spins briefly before it sleeps when recent calls were fast (at most
+ * Blocks the calling thread until the call ends. While no other thread waits in the library
+ * (blocked, or with a queued call in flight), the caller spins briefly before it sleeps when recent calls were fast (at most
  * `GF_SYNC_SPIN_US` microseconds, default 250; `GF_SYNC_SPIN_US=0` turns this off): it keeps
  * one core busy meanwhile and gets its result sooner. Thread-safe.
  */
@@ -481,6 +481,33 @@ int32_t gf_queue_fd(const struct gf_queue *queue);
 size_t gf_queue_poll(struct gf_queue *queue,
                      struct gf_completion *out,
                      size_t max);
+
+/**
+ * Blocks until an outcome waits in `queue`, then moves up to `max` outcomes, oldest first, to
+ * `out` as `gf_queue_poll` does, and their count to `*taken_out` (at least 1). For a binding
+ * whose caller waits on its own thread for its async call (started with `gf_invoke_queued`,
+ * which it can cancel from another thread with `gf_call_cancel`): the thread waits as
+ * `gf_invoke`'s caller does (README, "Threads and memory": a short spin when it is the only
+ * caller waiting and recent calls were fast, then asleep), and the outcome's arrival wakes it
+ * directly, without the descriptor.
+ *
+ * - `queue`: required. Several threads may wait on one queue, and others may poll it; each
+ *   outcome goes to one of them. Outcomes a waiter leaves make the descriptor readable.
+ * - `out`: required; room for `max` (>= 1) entries. The caller owns each `out[i].result`.
+ * - `taken_out`: required.
+ * - `error_out`: as in `gf_connect`.
+ *
+ * Returns 0, 3 INVALID_ARGUMENT for a NULL argument or `max` 0, or 9 FAILED_PRECONDITION on
+ * a library thread (inside a callback), where it would block a thread the calls need; on an
+ * error `out` and `*taken_out` are untouched. Blocks until an outcome arrives, for as long as
+ * it takes: wait only while a call of the queue's is in flight (or an outcome waits), and never
+ * free the queue meanwhile. Thread-safe.
+ */
+int32_t gf_queue_wait(struct gf_queue *queue,
+                      struct gf_completion *out,
+                      size_t max,
+                      size_t *taken_out,
+                      char **error_out);
 
 /**
  * Frees a queue. Outcomes still waiting are freed, and calls still in flight end as usual

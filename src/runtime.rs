@@ -156,17 +156,39 @@ where
         *filler.0.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
         drop(filler);
     });
-    let wait = SPIN.begin();
-    wait.spin(&slot.done);
-    while !slot.done.load(Ordering::Acquire) {
-        std::thread::park();
-    }
-    drop(wait);
+    wait_for(&slot.done, 0);
     let result = slot.value.lock().unwrap_or_else(|e| e.into_inner()).take();
     match result {
         Some(Ok(value)) => value,
         Some(Err(panic)) => std::panic::resume_unwind(panic),
         None => panic!("the grpc-failover runtime dropped the call unfinished"),
+    }
+}
+
+/// Blocks the calling thread until `done` is set by a thread that then unparks it: it spins
+/// first when that pays (see [`SpinPolicy`]), then parks. `own_queued` is how many of the queued
+/// calls in flight this caller waits for (they do not count as other callers).
+pub(crate) fn wait_for(done: &AtomicBool, own_queued: usize) {
+    let wait = SPIN.begin(own_queued);
+    wait.spin(done);
+    while !done.load(Ordering::Acquire) {
+        std::thread::park();
+    }
+}
+
+/// Counts an async call whose outcome goes to a completion queue as a waiting caller while it is
+/// in flight: its waiter (a goroutine, an event loop) needs the cores as a blocked caller would.
+pub(crate) fn queued_call() -> QueuedCall {
+    SPIN.queued.fetch_add(1, Ordering::AcqRel);
+    QueuedCall(())
+}
+
+/// A queued call in flight; stops counting when dropped.
+pub(crate) struct QueuedCall(());
+
+impl Drop for QueuedCall {
+    fn drop(&mut self) {
+        SPIN.queued.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -339,17 +361,22 @@ const DEFAULT_SPIN_LIMIT_US: u64 = 250;
 /// it spun. Spinning only pays when the result comes soon and a core is free, so a caller
 /// spins when
 ///   - the machine has at least 2 cores,
-///   - no other caller is blocked in the library (with more, spinners would take the cores the
-///     runtime's workers need, and busy workers answer quickly anyway), and
+///   - no other caller is blocked in the library and no async call of another caller's waits
+///     for a completion queue (with more, spinners would take the cores the runtime's workers
+///     need, and busy workers answer quickly anyway), and
 ///   - recent calls ended quickly: it spins for twice their mean duration (an exponentially
 ///     weighted mean), and not at all when that mean is above the limit, `GF_SYNC_SPIN_US`
 ///     (default 250 µs; 0 turns spinning off).
 ///
-/// It stops as soon as a second caller blocks. The cost: a lone caller of fast calls keeps one
+/// It stops as soon as a second caller blocks or queues a call. Blocking calls (`gf_invoke`) and
+/// waits on a completion queue (`gf_queue_wait`, the Go binding's lone caller) follow this one
+/// policy. The cost: a lone caller of fast calls keeps one
 /// core busy while it waits, for at most the limit per call.
 pub(crate) struct SpinPolicy {
     /// Callers blocked right now.
     blocked: AtomicUsize,
+    /// Calls in flight whose outcome goes to a completion queue.
+    queued: AtomicUsize,
     /// Exponentially weighted mean duration of recent blocking waits, in nanoseconds (0: none yet).
     mean_ns: AtomicU64,
     limit_ns: u64,
@@ -362,7 +389,7 @@ pub(crate) enum SpinEnd {
     Done,
     /// Spinning is off, or recent calls were too slow for it to pay.
     NotWorthIt,
-    /// Another caller is blocked too.
+    /// Another caller is blocked too, or has a queued call in flight.
     Crowded,
     /// The budget ran out first.
     OutOfBudget,
@@ -372,23 +399,34 @@ pub(crate) enum SpinEnd {
 pub(crate) struct SpinWait<'a> {
     policy: &'a SpinPolicy,
     started: std::time::Instant,
+    /// The queued calls this caller waits for itself.
+    own_queued: usize,
 }
 
 impl SpinPolicy {
     pub(crate) fn new(limit_us: u64) -> SpinPolicy {
         SpinPolicy {
             blocked: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
             mean_ns: AtomicU64::new(0),
             limit_ns: limit_us.saturating_mul(1000),
         }
     }
 
-    pub(crate) fn begin(&self) -> SpinWait<'_> {
+    /// Starts a caller's wait; `own_queued` as in [`wait_for`].
+    pub(crate) fn begin(&self, own_queued: usize) -> SpinWait<'_> {
         self.blocked.fetch_add(1, Ordering::AcqRel);
         SpinWait {
             policy: self,
             started: std::time::Instant::now(),
+            own_queued,
         }
+    }
+
+    /// Whether callers other than this one wait: blocked, or with a queued call in flight.
+    fn crowded(&self, own_queued: usize) -> bool {
+        let others = self.blocked.load(Ordering::Relaxed) - 1;
+        others + self.queued.load(Ordering::Relaxed) > own_queued
     }
 
     fn record(&self, took_ns: u64) {
@@ -423,7 +461,7 @@ impl SpinWait<'_> {
                 }
                 std::hint::spin_loop();
             }
-            if policy.blocked.load(Ordering::Relaxed) > 1 {
+            if policy.crowded(self.own_queued) {
                 return SpinEnd::Crowded;
             }
             if self.started.elapsed() > budget {
@@ -512,7 +550,7 @@ mod tests {
                 done.store(true, Ordering::Release);
             })
         };
-        assert_eq!(policy.begin().spin(&done), SpinEnd::Done);
+        assert_eq!(policy.begin(0).spin(&done), SpinEnd::Done);
         setter.join().unwrap();
     }
 
@@ -521,18 +559,31 @@ mod tests {
         let policy = SpinPolicy::new(10_000_000);
         policy.record(5_000_000_000);
         let done = AtomicBool::new(false);
-        let first = policy.begin();
-        let _second = policy.begin();
+        let first = policy.begin(0);
+        let _second = policy.begin(0);
         assert_eq!(first.spin(&done), SpinEnd::Crowded);
+    }
+
+    #[test]
+    fn another_callers_queued_call_stops_the_spin_and_the_callers_own_does_not() {
+        let policy = SpinPolicy::new(10_000);
+        policy.record(5_000);
+        let done = AtomicBool::new(false);
+        policy.queued.fetch_add(1, Ordering::AcqRel);
+        // Waiting for its own queued call, a lone caller spins until its budget runs out.
+        assert_eq!(policy.begin(1).spin(&done), SpinEnd::OutOfBudget);
+        assert_eq!(policy.begin(0).spin(&done), SpinEnd::Crowded);
+        policy.queued.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(policy.begin(1).spin(&done), SpinEnd::Crowded);
     }
 
     #[test]
     fn no_spin_when_off_or_when_calls_are_slower_than_the_limit() {
         let done = AtomicBool::new(false);
-        assert_eq!(SpinPolicy::new(0).begin().spin(&done), SpinEnd::NotWorthIt);
+        assert_eq!(SpinPolicy::new(0).begin(0).spin(&done), SpinEnd::NotWorthIt);
         let policy = SpinPolicy::new(250);
         policy.record(300_000);
-        assert_eq!(policy.begin().spin(&done), SpinEnd::NotWorthIt);
+        assert_eq!(policy.begin(0).spin(&done), SpinEnd::NotWorthIt);
     }
 
     #[test]
@@ -540,7 +591,7 @@ mod tests {
         let policy = SpinPolicy::new(250);
         policy.record(10_000);
         assert_eq!(
-            policy.begin().spin(&AtomicBool::new(false)),
+            policy.begin(0).spin(&AtomicBool::new(false)),
             SpinEnd::OutOfBudget
         );
     }
@@ -556,7 +607,7 @@ mod tests {
             policy.record(1_000_000);
         }
         let done = AtomicBool::new(true);
-        assert_eq!(policy.begin().spin(&done), SpinEnd::NotWorthIt);
+        assert_eq!(policy.begin(0).spin(&done), SpinEnd::NotWorthIt);
         assert_eq!(policy.blocked.load(Ordering::Relaxed), 0);
     }
 

@@ -85,8 +85,8 @@ pub extern "C" fn gf_connect(
 /// passes, 14 UNAVAILABLE when no instance can take the call, 1 CANCELLED when `gf_close` runs
 /// meanwhile, 3 INVALID_ARGUMENT for bad arguments, 9 FAILED_PRECONDITION when called on a
 /// library thread (inside a callback: use `gf_invoke_async` there) or on a closed client.
-/// Blocks the calling thread until the call ends. While no other thread is blocked in the
-/// library, the caller spins briefly before it sleeps when recent calls were fast (at most
+/// Blocks the calling thread until the call ends. While no other thread waits in the library
+/// (blocked, or with a queued call in flight), the caller spins briefly before it sleeps when recent calls were fast (at most
 /// `GF_SYNC_SPIN_US` microseconds, default 250; `GF_SYNC_SPIN_US=0` turns this off): it keeps
 /// one core busy meanwhile and gets its result sooner. Thread-safe.
 #[no_mangle]

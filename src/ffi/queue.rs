@@ -6,9 +6,10 @@ use super::call::{
     gf_call, gf_call_options, gf_result, options_arg, prepare, spawn, Place, Prepared,
 };
 use super::client::{gf_client, timeout_options};
-use super::{guard, guard_void};
+use super::{check_blocking_allowed, guard, guard_void};
 use crate::client::ResponseMetadata;
 use crate::queue::CompletionQueue;
+use crate::runtime;
 use crate::status::Status;
 
 /// One finished call, as `gf_queue_poll` hands it out.
@@ -104,6 +105,60 @@ pub extern "C" fn gf_queue_poll(
     })
 }
 
+/// Blocks until an outcome waits in `queue`, then moves up to `max` outcomes, oldest first, to
+/// `out` as `gf_queue_poll` does, and their count to `*taken_out` (at least 1). For a binding
+/// whose caller waits on its own thread for its async call (started with `gf_invoke_queued`,
+/// which it can cancel from another thread with `gf_call_cancel`): the thread waits as
+/// `gf_invoke`'s caller does (README, "Threads and memory": a short spin when it is the only
+/// caller waiting and recent calls were fast, then asleep), and the outcome's arrival wakes it
+/// directly, without the descriptor.
+///
+/// - `queue`: required. Several threads may wait on one queue, and others may poll it; each
+///   outcome goes to one of them. Outcomes a waiter leaves make the descriptor readable.
+/// - `out`: required; room for `max` (>= 1) entries. The caller owns each `out[i].result`.
+/// - `taken_out`: required.
+/// - `error_out`: as in `gf_connect`.
+///
+/// Returns 0, 3 INVALID_ARGUMENT for a NULL argument or `max` 0, or 9 FAILED_PRECONDITION on
+/// a library thread (inside a callback), where it would block a thread the calls need; on an
+/// error `out` and `*taken_out` are untouched. Blocks until an outcome arrives, for as long as
+/// it takes: wait only while a call of the queue's is in flight (or an outcome waits), and never
+/// free the queue meanwhile. Thread-safe.
+#[no_mangle]
+pub extern "C" fn gf_queue_wait(
+    queue: *mut gf_queue,
+    out: *mut gf_completion,
+    max: usize,
+    taken_out: *mut usize,
+    error_out: *mut *mut c_char,
+) -> i32 {
+    guard(error_out, || {
+        let q =
+            queue_arg(queue).ok_or_else(|| Status::invalid_argument("queue: must not be NULL"))?;
+        if out.is_null() || taken_out.is_null() || max == 0 {
+            return Err(Status::invalid_argument(
+                "out, taken_out: must not be NULL, max: must be at least 1",
+            ));
+        }
+        check_blocking_allowed("gf_queue_wait")?;
+        let mut i = 0;
+        q.queue.wait(max, |c| {
+            // SAFETY: as in gf_queue_poll: room for `max` entries, and wait hands over at most
+            // `max`.
+            unsafe {
+                out.add(i).write(gf_completion {
+                    tag: c.tag,
+                    result: Box::into_raw(c.result),
+                })
+            };
+            i += 1;
+        });
+        // SAFETY: checked for NULL.
+        unsafe { *taken_out = i };
+        Ok(())
+    })
+}
+
 /// Frees a queue. Outcomes still waiting are freed, and calls still in flight end as usual
 /// (cancel them first if they should end now) but their outcomes are dropped. The descriptor
 /// closes when the last of them ends: remove it from your event loop before freeing. NULL is
@@ -193,7 +248,9 @@ fn start(
         .queue
         .clone();
     // The outcome only goes into the queue, which never blocks: the call runs on a call loop.
+    let counted = runtime::queued_call();
     spawn(p, call_out, metadata, Place::Loop, move |r| {
+        drop(counted);
         queue.push(Completion {
             tag,
             result: Box::new(gf_result::new(r)),

@@ -1101,7 +1101,7 @@ static void test_async_callback_starts_calls(void)
 typedef struct blocking_in_cb {
     gf_client *client;
     latch done;
-    int32_t invoke_code, invoke_ex_code, register_code;
+    int32_t invoke_code, invoke_ex_code, register_code, queue_wait_code;
     char invoke_message[256];
     bool invoke_response_empty, invoke_ex_result_null;
 } blocking_in_cb;
@@ -1130,6 +1130,13 @@ static void try_blocking_calls(blocking_in_cb *b)
     if (reg) {
         gf_deregister(reg, NULL);
     }
+
+    gf_queue *q = NULL;
+    gf_queue_new(&q, NULL);
+    gf_completion c;
+    size_t taken = 0;
+    b->queue_wait_code = gf_queue_wait(q, &c, 1, &taken, NULL);
+    gf_queue_free(q);
 }
 
 static void blocking_callback(void *user_data, int32_t code, const uint8_t *response,
@@ -1160,6 +1167,7 @@ static void check_blocking_results(blocking_in_cb *b)
     CHECK_CODE(b->invoke_ex_code, GF_FAILED_PRECONDITION, "gf_invoke_ex in a callback");
     CHECKF(b->invoke_ex_result_null, "result_out is NULL when gf_invoke_ex refuses");
     CHECK_CODE(b->register_code, GF_FAILED_PRECONDITION, "gf_register in a callback");
+    CHECK_CODE(b->queue_wait_code, GF_FAILED_PRECONDITION, "gf_queue_wait in a callback");
 }
 
 static void test_async_sync_call_in_callback_fails(void)
@@ -1969,6 +1977,79 @@ static void test_queue_bad_arguments(void)
     gf_close(client);
 }
 
+static void *cancel_after_100ms(void *arg)
+{
+    gft_sleep_ms(100);
+    gf_call_cancel(arg);
+    return NULL;
+}
+
+/* A thread that waits in gf_queue_wait for its queued call, as the Go binding's lone caller
+ * does: each wait returns that call's outcome; another thread's gf_call_cancel ends a wait for
+ * a slow call; bad arguments are refused without waiting. */
+static void test_queue_wait(void)
+{
+    gf_client *echo = connect_to(echo_addr);
+    gf_client *slow = connect_to(slow_addr);
+    gf_queue *q = NULL;
+    char *err = NULL;
+    CHECK_CODE(gf_queue_new(&q, &err), GF_OK, err);
+    if (q == NULL) {
+        return;
+    }
+    long n = gft_scaled(500), right = 0;
+    for (long i = 0; i < n; i++) {
+        char req[32];
+        int len = snprintf(req, sizeof req, "wait-%ld", i);
+        int32_t rc = gf_invoke_queued(echo, ECHO, (const uint8_t *)req, (size_t)len, 10000, q,
+                                      (uint64_t)i, NULL, &err);
+        if (rc != GF_OK) {
+            gft_fatal("gf_invoke_queued #%ld = %d: %s", i, rc, err ? err : "");
+        }
+        gf_completion c[4];
+        size_t taken = 0;
+        CHECK_CODE(gf_queue_wait(q, c, 4, &taken, &err), GF_OK, err);
+        size_t got = 0;
+        const uint8_t *resp = taken == 1 ? gf_result_response(c[0].result, &got) : NULL;
+        right += taken == 1 && c[0].tag == (uint64_t)i && gf_result_code(c[0].result) == GF_OK &&
+                 got == (size_t)len && memcmp(resp, req, got) == 0;
+        for (size_t k = 0; k < taken; k++) {
+            gf_result_free(c[k].result);
+        }
+    }
+    CHECKF(right == n, "%ld of %ld waits returned their own call's outcome", right, n);
+    CHECK(!fd_readable(gf_queue_fd(q)));
+
+    gf_call *call = NULL;
+    CHECK_CODE(gf_invoke_queued(slow, ECHO, (const uint8_t *)"x", 1, 60000, q, 7, &call, &err),
+               GF_OK, err);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, cancel_after_100ms, call) == 0);
+    int64_t start = gft_now_ms();
+    gf_completion c;
+    size_t taken = 0;
+    CHECK_CODE(gf_queue_wait(q, &c, 1, &taken, &err), GF_OK, err);
+    int64_t took = gft_now_ms() - start;
+    pthread_join(t, NULL);
+    CHECK(taken == 1 && c.tag == 7);
+    if (taken == 1) {
+        CHECK_CODE(gf_result_code(c.result), GF_CANCELLED, gf_result_message(c.result));
+        gf_result_free(c.result);
+    }
+    CHECKF(took < SLOW_SERVER_MS, "the cancelled wait took %lld ms", (long long)took);
+    gf_call_free(call);
+
+    taken = 99;
+    CHECK_BAD_ARG(gf_queue_wait(NULL, &c, 1, &taken, &err), err, "queue");
+    CHECK_BAD_ARG(gf_queue_wait(q, NULL, 1, &taken, &err), err, "out");
+    CHECK_BAD_ARG(gf_queue_wait(q, &c, 0, &taken, &err), err, "max");
+    CHECK_BAD_ARG(gf_queue_wait(q, &c, 1, NULL, &err), err, "taken_out");
+    CHECKF(taken == 99, "taken_out is untouched on failure");
+    gf_queue_free(q);
+    gf_close(echo);
+    gf_close(slow);
+}
+
 /* gf_set_worker_threads before the runtime starts (main asked for 5) takes effect; afterwards
  * it is refused, as are 0 and absurd counts. */
 static int requested_workers_rc = -1;
@@ -2044,6 +2125,7 @@ int main(int argc, char **argv)
     gft_run("queue_cancel_and_close", test_queue_cancel_and_close, argc, argv);
     gft_run("queue_free_with_calls_in_flight", test_queue_free_with_calls_in_flight, argc, argv);
     gft_run("queue_bad_arguments", test_queue_bad_arguments, argc, argv);
+    gft_run("queue_wait", test_queue_wait, argc, argv);
     gft_run("worker_threads", test_worker_threads, argc, argv);
     return gft_finish("test_api_c");
 }
