@@ -1,5 +1,13 @@
 package grpcfailover
 
+// No Go code runs on a library thread, so a library thread never waits for the Go scheduler. A
+// call's caller waits in one of two ways:
+// - alone in flight, blocked in C on its own thread (gfgo_wait, which is gf_queue_wait: the
+//   library wakes the thread when the outcome arrives, spinning first as its blocking calls do);
+// - otherwise as a goroutine: the call's outcome goes to the dispatcher's completion queue,
+//   whose descriptor the dispatcher goroutine waits on through Go's netpoller; the dispatcher
+//   hands each outcome to its caller.
+
 // #include "shims.h"
 import "C"
 
@@ -10,8 +18,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/cgo"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -52,9 +58,6 @@ func Dial(target string, opts ...Option) (*Client, error) {
 		return nil, errABI()
 	}
 	o := newDialOptions(opts)
-	// The completion callbacks (gfgo_on_done_wake, gfgo_on_result_wake) only hand the outcome
-	// over and post a semaphore: the library may run the calls together on its call loops.
-	o.values["nonblocking_callbacks"] = true
 	optionsJSON, err := o.json()
 	if err != nil {
 		return nil, err
@@ -166,24 +169,9 @@ func startDispatcher() error {
 			dispatcher.err = newStatusError(Internal, "completion queue: "+err.Error())
 			return
 		}
-		C.gfgo_set_spin_limit_us(C.uint64_t(spinLimitMicros()))
 		go dispatch(os.NewFile(uintptr(fd), "grpcfailover completions"))
 	})
 	return dispatcher.err
-}
-
-// spinLimitMicros is how long, at most, a call alone in flight spins before its thread sleeps:
-// GF_SYNC_SPIN_US as for the library's blocking calls (default 250; 0 turns spinning off), and
-// 0 on one CPU.
-func spinLimitMicros() uint64 {
-	if runtime.NumCPU() < 2 {
-		return 0
-	}
-	v, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(os.Getenv("GF_SYNC_SPIN_US")), "+"), 10, 64)
-	if err == nil {
-		return v
-	}
-	return 250
 }
 
 // dispatch waits for completed calls and hands each to its caller. The library's threads never
@@ -229,19 +217,10 @@ func complete(d *C.gfgo_done) {
 // fill copies a call's outcome into Go memory.
 func (p *pending) fill(d *C.gfgo_done) {
 	p.code = Code(d.code)
-	response, message := unsafe.Pointer(d.response), d.message
-	if d.result == nil {
-		// Response and message follow each other in the text (see gfgo_done).
-		response = d.block
-		if response == nil {
-			response = unsafe.Pointer(&d.text[0])
-		}
-		message = (*C.char)(unsafe.Add(response, d.response_len))
-	}
 	if p.code == OK {
-		p.response = C.GoBytes(response, C.int(d.response_len))
+		p.response = C.GoBytes(unsafe.Pointer(d.response), C.int(d.response_len))
 	} else {
-		p.message = C.GoString(message)
+		p.message = C.GoString(d.message)
 	}
 	if p.wantHeader {
 		p.header = readMetadata(d.result, 0, int(d.headers))
@@ -387,7 +366,8 @@ func (c *Client) Invoke(ctx context.Context, method string, request []byte, opts
 
 // Calls in flight on all clients. A call started when no other is in flight waits blocked in C
 // on its own thread, which the library wakes directly: the shortest hand-off, and the one that
-// matters when calls run one after another. A call that overlaps others waits as a goroutine
+// matters when calls run one after another. At most one call waits so at a time (the one that
+// found no other in flight), so one completion queue serves them all. A call that overlaps others waits as a goroutine
 // for the dispatcher instead, so that concurrent calls hold no threads and no Ps.
 var inFlight atomic.Int32
 
@@ -406,7 +386,7 @@ func waitOnThread(ctx context.Context, s C.gfgo_start, p *pending) bool {
 			cancelReturned.Store(true)
 		})
 	}
-	d := C.gfgo_wait(s.waiter)
+	d := C.gfgo_wait()
 	p.fill(&d)
 	C.gfgo_release(&d, 1)
 	cancelled := false

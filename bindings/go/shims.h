@@ -1,4 +1,7 @@
 // Trampolines between the Go binding and the C ABI (include/grpc_failover.h), compiled by cgo.
+// They only pass arguments and results by value, so that no Go pointer is written by C and one
+// cgo call does what would otherwise take several; every decision (how a caller waits, when it
+// spins, what a valid argument is) is the library's or the Go code's.
 #ifndef GRPCFAILOVER_GO_SHIMS_H
 #define GRPCFAILOVER_GO_SHIMS_H
 
@@ -7,19 +10,7 @@
 #include <stdlib.h>
 #include "grpc_failover.h"
 
-// No Go code runs on a library thread, so a library thread never waits for the Go scheduler. A
-// call's caller waits in one of two ways:
-// - alone in flight, blocked in C on its own thread (gfgo_wait): the call's completion callback
-//   (C, on the library thread) posts a semaphore;
-// - otherwise as a goroutine: the call's outcome goes to the library's completion queue
-//   (gf_invoke_queued), whose descriptor the dispatcher goroutine waits on through Go's
-//   netpoller; the dispatcher hands each outcome to its caller.
-#define GFGO_INLINE 224
-
-// A completed call's outcome. Outcomes from the queue, and calls with call options, keep their
-// result and point into it. The callbacks of a call without call options copy response and
-// message, one after the other, into text (inline, or a malloc'd block when larger); message
-// and response are then NULL (see pending.fill).
+// A completed call's outcome: its result, and the fields Go reads, read out in C.
 typedef struct {
 	uintptr_t handle;
 	int32_t code;
@@ -27,10 +18,8 @@ typedef struct {
 	const uint8_t *response;
 	size_t response_len;
 	gf_result *result;
-	void *block;
 	size_t headers;
 	size_t trailers;
-	char text[GFGO_INLINE];
 } gfgo_done;
 
 typedef struct {
@@ -39,17 +28,40 @@ typedef struct {
 	char *error;
 } gfgo_queue_made;
 
-// A call whose caller waits on its own thread (see shims.c).
-typedef struct gfgo_waiter gfgo_waiter;
+// Makes the two completion queues: the dispatcher's, whose descriptor it returns, and the one a
+// caller alone in flight waits on with gfgo_wait. Once per process.
+gfgo_queue_made gfgo_queue_init(void);
 
-// The outcome of starting a call, returned by value so that no Go pointer is written by C.
+// Takes up to max (at most 256) outcomes from the dispatcher's queue into out (C memory: cgo
+// checks Go memory passed to C on every call); returns how many.
+size_t gfgo_poll(gfgo_done *out, size_t max);
+
+// Blocks until the call started with handle 0 completes (gf_queue_wait) and returns its outcome
+// (release it with gfgo_release).
+gfgo_done gfgo_wait(void);
+
+gfgo_done *gfgo_batch(size_t n);
+void gfgo_release(gfgo_done *done, size_t n);
+
+// The outcome of starting a call, returned by value.
 typedef struct {
 	gf_call *call;
 	int32_t code;
 	char *error;
-	// Set when the caller waits on its thread (handle 0): pass it to gfgo_wait.
-	gfgo_waiter *waiter;
 } gfgo_start;
+
+// Starts a call without call options. Its outcome goes to the dispatcher's queue with this
+// handle, or, for handle 0, to the queue gfgo_wait waits on.
+gfgo_start gfgo_invoke(gf_client *client, const char *method, const uint8_t *request,
+                       size_t request_len, uint32_t timeout_ms, uintptr_t handle, int want_call);
+
+// Starts a call with call options (handle as in gfgo_invoke). The metadata comes as one buffer:
+// entry i has its NUL-terminated key at md + md_index[3i] and its value at md + md_index[3i+1],
+// of length md_index[3i+2].
+gfgo_start gfgo_invoke_ex(gf_client *client, const char *method, const uint8_t *request,
+                          size_t request_len, uint32_t timeout_ms, int32_t wait_for_ready,
+                          const char *md, const size_t *md_index, size_t md_count,
+                          uintptr_t handle, int want_call);
 
 typedef struct {
 	const char *key;
@@ -57,11 +69,15 @@ typedef struct {
 	size_t len;
 } gfgo_entry;
 
+gfgo_entry gfgo_result_entry(const gf_result *r, int trailer, size_t i);
+
 typedef struct {
 	gf_client *client;
 	int32_t code;
 	char *error;
 } gfgo_connected;
+
+gfgo_connected gfgo_connect(const char *target, const char *options_json);
 
 typedef struct {
 	char *json;
@@ -69,36 +85,22 @@ typedef struct {
 	char *error;
 } gfgo_stats;
 
+gfgo_stats gfgo_client_stats(gf_client *client);
+
 typedef struct {
 	gf_registration *registration;
 	int32_t code;
 	char *error;
 } gfgo_registered;
 
+gfgo_registered gfgo_register(const char *options_json, const char *prefix, const char *addr,
+                              const char *metadata_json, uint32_t ttl_s);
+
 typedef struct {
 	int32_t code;
 	char *error;
 } gfgo_status;
 
-gfgo_queue_made gfgo_queue_init(void);
-size_t gfgo_poll(gfgo_done *out, size_t max);
-void gfgo_set_spin_limit_us(uint64_t us);
-gfgo_done gfgo_wait(gfgo_waiter *w);
-gfgo_done *gfgo_batch(size_t n);
-void gfgo_release(gfgo_done *done, size_t n);
-gfgo_start gfgo_invoke(gf_client *client, const char *method, const uint8_t *request,
-                       size_t request_len, uint32_t timeout_ms, uintptr_t handle,
-                       int want_call);
-gfgo_start gfgo_invoke_ex(gf_client *client, const char *method, const uint8_t *request,
-                          size_t request_len, uint32_t timeout_ms, int32_t wait_for_ready,
-                          const char *md, const size_t *md_index, size_t md_count,
-                          uintptr_t handle, int want_call);
-gfgo_entry gfgo_result_entry(const gf_result *r, int trailer, size_t i);
-gfgo_connected gfgo_connect(const char *target, const char *options_json);
-gfgo_stats gfgo_client_stats(gf_client *client);
-gfgo_registered gfgo_register(const char *options_json, const char *prefix,
-                              const char *addr, const char *metadata_json,
-                              uint32_t ttl_s);
 gfgo_status gfgo_deregister(gf_registration *registration);
 
 #endif
