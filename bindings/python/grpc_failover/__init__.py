@@ -13,13 +13,15 @@ at install time, or from the path in ``GF_LIBRARY``.
 from ._ffi import library_path, version as library_version
 from ._client import Client, Response
 from ._registration import Registration, register
-from ._status import RpcError, StatusCode
+from ._status import FailedPreconditionError, InvalidArgumentError, RpcError, StatusCode
 
 __version__: str = library_version()
 """The version of the loaded native library."""
 
 __all__ = [
     "Client",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
     "Registration",
     "Response",
     "RpcError",

@@ -1,7 +1,10 @@
-"""Checks and converts Python arguments before anything reaches C.
+"""Converts Python arguments to the C types and JSON the library takes.
 
-Wrong types raise TypeError, wrong values ValueError, so the library only ever sees well-formed
-arguments from this package (it still checks them itself).
+Only what the conversion needs is checked here: the Python type (TypeError), and that the value
+fits the C or JSON type (a str without NUL for a C string, finite seconds that make a whole
+number of milliseconds in uint32_t, a 0..2^32-1 int; InvalidArgumentError). Every other rule
+(method syntax, metadata keys, etcd endpoints, username with password, ranges of options...) is
+the library's: it refuses a request with INVALID_ARGUMENT and one message for every language.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from ._status import InvalidArgumentError
 
 #: Request metadata as accepted: (key, value) pairs or a mapping; values str or bytes.
 MetadataArg = Union[Iterable[Tuple[str, Union[str, bytes]]], Mapping[str, Union[str, bytes]], None]
@@ -21,7 +26,7 @@ def text(name: str, value: Any) -> bytes:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
     if "\0" in value:
-        raise ValueError(f"{name} must not contain NUL characters")
+        raise InvalidArgumentError(f"{name}: must not contain NUL characters")
     return value.encode("utf-8", "surrogatepass")
 
 
@@ -29,15 +34,13 @@ _methods: Dict[str, bytes] = {}
 
 
 def method(value: Any) -> bytes:
-    """A method name, "/package.Service/Method". Names already seen come from a cache."""
+    """A method name as a C string (the library checks its syntax). Names already seen come
+    from a cache."""
     if type(value) is str:
         cached = _methods.get(value)
         if cached is not None:
             return cached
     encoded = text("method", value)
-    parts = value.split("/")
-    if len(parts) != 3 or parts[0] != "" or not parts[1] or not parts[2]:
-        raise ValueError(f'method must look like "/package.Service/Method", got {value!r}')
     if type(value) is str and len(_methods) < 1024:
         _methods[value] = encoded
     return encoded
@@ -56,18 +59,21 @@ def _number(name: str, value: Any, what: str = "a number of seconds") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be {what}, not {type(value).__name__}")
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise InvalidArgumentError(f"{name}: must be finite, got {value!r}")
     return float(value)
 
 
 def milliseconds(name: str, seconds: Any, *, positive: bool = True) -> int:
-    """Seconds (int or float) as whole milliseconds, rounded up so a deadline is never early."""
+    """Seconds (int or float) as whole milliseconds, rounded up so a deadline is never early.
+
+    Zero is refused where it is (positive): 0 ms means "none" to the library, not "at once".
+    """
     s = _number(name, seconds)
     if s < 0 or (positive and s == 0):
-        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {seconds!r}")
+        raise InvalidArgumentError(f"{name}: must be {'> 0' if positive else '>= 0'}, got {seconds!r}")
     ms = math.ceil(s * 1000)
     if ms > _U32_MAX:
-        raise ValueError(f"{name} is too large: {seconds!r} seconds")
+        raise InvalidArgumentError(f"{name}: too large: {seconds!r} seconds")
     return ms
 
 
@@ -88,7 +94,7 @@ def wait_for_ready(value: Any) -> Optional[int]:
 
 
 def metadata(value: MetadataArg) -> List[Tuple[bytes, bytes]]:
-    """Request metadata as (key, value) byte pairs. The library checks the key's characters."""
+    """Request metadata as (key, value) byte pairs. The library checks keys and values."""
     if value is None:
         return []
     if isinstance(value, (str, bytes)):
@@ -106,8 +112,6 @@ def metadata(value: MetadataArg) -> List[Tuple[bytes, bytes]]:
             raise TypeError(f"metadata entries must be (key, value) tuples, got {pair!r}")
         key, val = pair
         k = text("metadata key", key)
-        if not k:
-            raise ValueError("metadata key must not be empty")
         if isinstance(val, str):
             v = val.encode("utf-8", "surrogatepass")
         elif isinstance(val, (bytes, bytearray, memoryview)):
@@ -118,11 +122,12 @@ def metadata(value: MetadataArg) -> List[Tuple[bytes, bytes]]:
     return out
 
 
-def _uint(name: str, value: Any, minimum: int) -> int:
+def _uint(name: str, value: Any) -> int:
+    """An int that fits uint32_t (the library checks its own minimum)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < minimum or value > _U32_MAX:
-        raise ValueError(f"{name} must be between {minimum} and {_U32_MAX}, got {value}")
+    if value < 0 or value > _U32_MAX:
+        raise InvalidArgumentError(f"{name}: must be between 0 and {_U32_MAX}, got {value}")
     return value
 
 
@@ -132,27 +137,25 @@ def etcd_options(
     password: Optional[str],
     dial_timeout: Optional[float],
 ) -> Optional[Dict[str, Any]]:
-    """The "etcd" part of options_json, or None when every argument is None."""
+    """The "etcd" part of options_json, or None when every argument is None. A str of endpoints
+    goes as it is: the library splits it at commas."""
     out: Dict[str, Any] = {}
     if endpoints is not None:
         if isinstance(endpoints, str):
-            endpoints = [e for e in (part.strip() for part in endpoints.split(",")) if e]
-        if not isinstance(endpoints, (list, tuple)):
+            text("etcd", endpoints)
+        elif isinstance(endpoints, (list, tuple)):
+            for e in endpoints:
+                text("etcd endpoint", e)
+            endpoints = list(endpoints)
+        else:
             raise TypeError(f"etcd must be a list of \"host:port\" strings, not {type(endpoints).__name__}")
-        if not endpoints:
-            raise ValueError("etcd must not be empty")
-        for e in endpoints:
-            text("etcd endpoint", e)
-            if not e.strip():
-                raise ValueError("etcd endpoints must not be empty strings")
-        out["endpoints"] = list(endpoints)
-    if (username is None) != (password is None):
-        raise ValueError("username and password go together")
+        out["endpoints"] = endpoints
     if username is not None:
-        text("username", username)
-        text("password", password)
         out["username"] = username
+        text("username", username)
+    if password is not None:
         out["password"] = password
+        text("password", password)
     if dial_timeout is not None:
         out["dial_timeout_ms"] = milliseconds("etcd_dial_timeout", dial_timeout)
     return out or None
@@ -182,12 +185,8 @@ def client_options(
     if etcd is not None:
         out["etcd"] = etcd
     if service_config is not None:
-        if isinstance(service_config, str):
-            try:
-                service_config = json.loads(service_config)
-            except ValueError as e:
-                raise ValueError(f"service_config: not valid JSON: {e}") from None
-        if not isinstance(service_config, Mapping):
+        # A str goes as it is: the library parses it.
+        if not isinstance(service_config, (str, Mapping)):
             raise TypeError(
                 f"service_config must be a dict or a JSON string, not {type(service_config).__name__}"
             )
@@ -199,7 +198,8 @@ def client_options(
             raise TypeError(f"connect_backoff must be a dict, not {type(connect_backoff).__name__}")
         unknown = set(connect_backoff) - _BACKOFF_KEYS
         if unknown:
-            raise ValueError(
+            # The keyword's own keys (seconds, not the library's milliseconds): checked here.
+            raise InvalidArgumentError(
                 f"connect_backoff: unknown keys {sorted(unknown)}; expected {sorted(_BACKOFF_KEYS)}"
             )
         b: Dict[str, Any] = {}
@@ -211,29 +211,26 @@ def client_options(
                 b[key] = _number(f"connect_backoff[{key!r}]", connect_backoff[key], "a number")
         out["connect_backoff"] = b
     if max_attempts is not None:
-        out["max_attempts"] = _uint("max_attempts", max_attempts, 1)
+        out["max_attempts"] = _uint("max_attempts", max_attempts)
     if max_in_flight_per_instance is not None:
-        out["max_in_flight_per_instance"] = _uint(
-            "max_in_flight_per_instance", max_in_flight_per_instance, 1
-        )
+        out["max_in_flight_per_instance"] = _uint("max_in_flight_per_instance", max_in_flight_per_instance)
     if keepalive_time is not None:
         out["keepalive_time_ms"] = milliseconds("keepalive_time", keepalive_time)
     if keepalive_timeout is not None:
         out["keepalive_timeout_ms"] = milliseconds("keepalive_timeout", keepalive_timeout)
-    try:
-        return json.dumps(out, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as e:
-        raise type(e)(f"options cannot be encoded as JSON: {e}") from None
+    return json_value("options", out)
 
 
 def ttl(value: Any) -> int:
-    """A lease TTL in whole seconds (at least 1)."""
-    return _uint("ttl", value, 1)
+    """A lease TTL in whole seconds as uint32_t (the library wants at least 1)."""
+    return _uint("ttl", value)
 
 
 def json_value(name: str, value: Any) -> bytes:
-    """Any JSON-encodable value as JSON text."""
+    """Any JSON-encodable value as JSON text (NaN and infinities have none)."""
     try:
         return json.dumps(value, allow_nan=False).encode("utf-8")
-    except (TypeError, ValueError) as e:
-        raise type(e)(f"{name} cannot be encoded as JSON: {e}") from None
+    except TypeError as e:
+        raise TypeError(f"{name} cannot be encoded as JSON: {e}") from None
+    except ValueError as e:
+        raise InvalidArgumentError(f"{name}: cannot be encoded as JSON: {e}") from None

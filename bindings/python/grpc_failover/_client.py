@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Se
 from . import _args
 from ._args import MetadataArg
 from ._ffi import RESULT_CALLBACK, Completion, fast, lib, take_string
-from ._status import Metadata, RpcError, StatusCode
+from ._status import FailedPreconditionError, Metadata, RpcError, StatusCode, rejected
 
 
 class Response(NamedTuple):
@@ -79,11 +79,9 @@ def _finish(outcome: _Outcome, full: bool) -> Union[bytes, Response]:
 
 
 def _rejected(code: int, error: Optional[int]) -> Exception:
-    """The exception for a call the library refused to start (bad argument, closed client)."""
-    message = take_string(error) or f"rejected with status {code}"
-    if code in (3, 9):
-        return ValueError(message)
-    return RpcError(StatusCode.from_number(code), message)
+    """The exception for a request the library refused (bad argument, closed client): an
+    RpcError, also a ValueError for INVALID_ARGUMENT and FAILED_PRECONDITION."""
+    return rejected(code, take_string(error) or f"rejected with status {code}")
 
 
 def _call_options(timeout: Any, metadata: MetadataArg, wait_for_ready: Any) -> Optional[int]:
@@ -101,8 +99,9 @@ def _call_options(timeout: Any, metadata: MetadataArg, wait_for_ready: Any) -> O
             fast.gf_call_options_set_wait_for_ready(options, wfr)
         for key, value in pairs:
             error = c_void_p()
-            if fast.gf_call_options_add_metadata(options, key, value, len(value), byref(error)) != 0:
-                raise ValueError(f"metadata: {take_string(error.value)}")
+            code = fast.gf_call_options_add_metadata(options, key, value, len(value), byref(error))
+            if code != 0:
+                raise _rejected(code, error.value)
     except BaseException:
         fast.gf_call_options_free(options)
         raise
@@ -132,7 +131,7 @@ class _Native:
     def acquire(self) -> int:
         with self.lock:
             if self.closed:
-                raise ValueError("Client is closed")
+                raise FailedPreconditionError("Client is closed")
             self.uses += 1
             return self.ptr  # type: ignore[return-value]
 
@@ -422,7 +421,7 @@ class Client:
         :meth:`invoke` that another thread is inside at this moment: the library cannot be told
         to cancel it without freeing the client under it, so that call ends on its own (at its
         timeout at the latest) and the client is freed after it. Any call made after close()
-        raises ValueError. Closing twice is fine.
+        raises :class:`FailedPreconditionError` (a ValueError too). Closing twice is fine.
         """
         self._finalizer()
 
@@ -448,7 +447,7 @@ class Client:
         out, error = c_void_p(), c_void_p()
         with native.lock:
             if native.closed:
-                raise ValueError("Client is closed")
+                raise FailedPreconditionError("Client is closed")
             code = fast.gf_client_stats(native.ptr, byref(out), byref(error))
         if code != 0:
             raise _rejected(code, error.value)
@@ -474,8 +473,9 @@ class Client:
         - ``wait_for_ready``: overrides the service config's waitForReady.
 
         Blocks until the call ends, without holding the GIL, so threads call in parallel.
-        Raises :class:`RpcError` when the call ends with a status other than OK, TypeError or
-        ValueError for bad arguments, ValueError on a closed client.
+        Raises :class:`RpcError` when the call ends with a status other than OK, TypeError for an
+        argument of the wrong type, :class:`InvalidArgumentError` for a bad value and
+        :class:`FailedPreconditionError` on a closed client (both also ValueErrors).
         """
         return self._invoke(method, request, timeout, metadata, wait_for_ready, False)  # type: ignore[return-value]
 
@@ -571,7 +571,7 @@ class Client:
             # free the handle meanwhile.
             with native.lock:
                 if native.closed:
-                    raise ValueError("Client is closed")
+                    raise FailedPreconditionError("Client is closed")
                 if queue is None:
                     code = fast.gf_invoke_async_ex(
                         native.ptr, m, req, len(req), options, _ON_RESULT, key, byref(call), byref(error)

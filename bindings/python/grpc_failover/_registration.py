@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence, Union
 
 from . import _args
 from ._ffi import lib, take_string
-from ._status import RpcError, StatusCode
+from ._status import RpcError, StatusCode, rejected
 
 
 class _Handle:
@@ -71,10 +71,8 @@ class Registration:
         handle, error = c_void_p(), c_void_p()
         code = lib.gf_register(options, p, a, md, seconds, byref(handle), byref(error))
         message = take_string(error.value)
-        if code == 3:
-            raise ValueError(message)
         if code != 0 or not handle.value:
-            raise RpcError(StatusCode.from_number(code), message)
+            raise rejected(code, message)
         self._prefix = prefix
         self._addr = addr
         self._ttl = seconds
@@ -144,8 +142,8 @@ def register(
     - ``etcd``, ``username``, ``password``, ``etcd_dial_timeout``: as for :class:`Client`.
 
     Blocks (without the GIL) until the record is in etcd. Raises :class:`RpcError` UNAVAILABLE
-    when etcd cannot be reached within its dial timeout, TypeError or ValueError for bad
-    arguments. Use the result as a context manager, or call its ``close()``.
+    when etcd cannot be reached within its dial timeout, TypeError for an argument of the wrong
+    type, :class:`InvalidArgumentError` (also a ValueError) for a bad value. Use the result as a context manager, or call its ``close()``.
     """
     return Registration(
         prefix,

@@ -1,4 +1,4 @@
-"""Status codes and the one exception type that carries them."""
+"""Status codes and the exception types that carry them."""
 
 from __future__ import annotations
 
@@ -72,3 +72,39 @@ class RpcError(Exception):
 
     def __repr__(self) -> str:
         return f"RpcError({self.code!r}, {self.details!r})"
+
+
+class InvalidArgumentError(RpcError, ValueError):
+    """An argument the library refused (``INVALID_ARGUMENT``), with the library's message.
+
+    The library checks every rule (method syntax, metadata keys, options...) itself, so the
+    message is the same in every language. Also a ``ValueError``, which is what this package
+    raised for these before.
+    """
+
+    def __init__(self, details: str):
+        super().__init__(StatusCode.INVALID_ARGUMENT, details)
+
+    def __repr__(self) -> str:
+        return f"InvalidArgumentError({self.details!r})"
+
+
+class FailedPreconditionError(RpcError, ValueError):
+    """A request the library refused in this state (``FAILED_PRECONDITION``): a call on a
+    closed client, for one. Also a ``ValueError``, which is what this package raised for these
+    before."""
+
+    def __init__(self, details: str):
+        super().__init__(StatusCode.FAILED_PRECONDITION, details)
+
+    def __repr__(self) -> str:
+        return f"FailedPreconditionError({self.details!r})"
+
+
+def rejected(code: int, message: str) -> RpcError:
+    """The exception for a request the library refused with ``code``."""
+    if code == StatusCode.INVALID_ARGUMENT.value[0]:
+        return InvalidArgumentError(message)
+    if code == StatusCode.FAILED_PRECONDITION.value[0]:
+        return FailedPreconditionError(message)
+    return RpcError(StatusCode.from_number(code), message)

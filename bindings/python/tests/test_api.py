@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 
 import grpc_failover
-from grpc_failover import Client, Registration, Response, RpcError, StatusCode, register
+from grpc_failover import (
+    Client,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    Registration,
+    Response,
+    RpcError,
+    StatusCode,
+    register,
+)
 from grpc_failover import _ffi
 
 GRPC_STATUS_CODES = [
@@ -57,42 +66,60 @@ def test_rpc_error():
 STATIC = "static:///127.0.0.1:1"
 
 
+# A value error is an InvalidArgumentError (also a ValueError); "match" is the library's message
+# for the rules it checks (the same in every binding), None where only the type is checked here.
 @pytest.mark.parametrize(
-    "kwargs, error",
+    "kwargs, error, match",
     [
-        ({"target": b"static:///a:1"}, TypeError),
-        ({"target": None}, TypeError),
-        ({"target": "static:///a:1\0"}, ValueError),
-        ({"target": "http://a:1"}, ValueError),
-        ({"target": "static:///"}, ValueError),
-        ({"etcd": 2379}, TypeError),
-        ({"etcd": [2379]}, TypeError),
-        ({"etcd": []}, ValueError),
-        ({"etcd": [""]}, ValueError),
-        ({"username": "u"}, ValueError),
-        ({"etcd_dial_timeout": -1}, ValueError),
-        ({"service_config": "{not json"}, ValueError),
-        ({"service_config": ["round_robin"]}, TypeError),
-        ({"service_config": {"loadBalancingConfig": [{"no_such_policy": {}}]}}, ValueError),
-        ({"service_config": {"methodConfig": [{"name": [{}], "timeout": "soon"}]}}, ValueError),
-        ({"connect_timeout": "1s"}, TypeError),
-        ({"connect_timeout": float("nan")}, ValueError),
-        ({"connect_backoff": {"base": 1}}, ValueError),
-        ({"connect_backoff": {"multiplier": "2"}}, TypeError),
-        ({"connect_backoff": {"jitter": 2.0}}, ValueError),
-        ({"max_attempts": 0}, ValueError),
-        ({"max_attempts": True}, TypeError),
-        ({"max_attempts": 2.5}, TypeError),
-        ({"max_in_flight_per_instance": -1}, ValueError),
-        ({"options": "{}"}, TypeError),
-        ({"options": {"etcd": {"endpoints": 5}}}, ValueError),
+        ({"target": b"static:///a:1"}, TypeError, None),
+        ({"target": None}, TypeError, None),
+        ({"target": "static:///a:1\0"}, InvalidArgumentError, "target: must not contain NUL"),
+        ({"target": "http://a:1"}, InvalidArgumentError, None),
+        ({"target": "static:///"}, InvalidArgumentError, None),
+        ({"etcd": 2379}, TypeError, None),
+        ({"etcd": [2379]}, TypeError, None),
+        ({"etcd": []}, InvalidArgumentError, r"etcd\.endpoints: must not be empty"),
+        ({"etcd": " , "}, InvalidArgumentError, r"etcd\.endpoints: must not be empty"),
+        ({"etcd": [""]}, InvalidArgumentError, r"etcd\.endpoints: each endpoint must be a non-empty string"),
+        ({"username": "u"}, InvalidArgumentError, "username and password go together"),
+        ({"password": "p"}, InvalidArgumentError, "username and password go together"),
+        ({"username": 5, "password": "p"}, TypeError, None),
+        ({"etcd_dial_timeout": -1}, InvalidArgumentError, None),
+        ({"service_config": "{not json"}, InvalidArgumentError, "service_config: not valid JSON"),
+        ({"service_config": ["round_robin"]}, TypeError, None),
+        ({"service_config": {"loadBalancingConfig": [{"no_such_policy": {}}]}}, InvalidArgumentError, None),
+        ({"service_config": {"methodConfig": [{"name": [{}], "timeout": "soon"}]}}, InvalidArgumentError, None),
+        ({"connect_timeout": "1s"}, TypeError, None),
+        ({"connect_timeout": float("nan")}, InvalidArgumentError, None),
+        ({"connect_backoff": {"base": 1}}, InvalidArgumentError, None),
+        ({"connect_backoff": {"multiplier": "2"}}, TypeError, None),
+        ({"connect_backoff": {"multiplier": 0.5}}, InvalidArgumentError, r"connect_backoff\.multiplier: must be 1 to 100"),
+        ({"connect_backoff": {"jitter": 2.0}}, InvalidArgumentError, r"connect_backoff\.jitter: must be in \[0, 1\)"),
+        ({"max_attempts": 0}, InvalidArgumentError, "max_attempts: must be >= 1"),
+        ({"max_attempts": True}, TypeError, None),
+        ({"max_attempts": 2.5}, TypeError, None),
+        ({"max_in_flight_per_instance": -1}, InvalidArgumentError, None),
+        ({"max_in_flight_per_instance": 0}, InvalidArgumentError, "max_in_flight_per_instance: must be >= 1"),
+        ({"options": "{}"}, TypeError, None),
+        ({"options": {"etcd": {"endpoints": 5}}}, InvalidArgumentError, r"etcd\.endpoints: must be a list of strings"),
     ],
 )
-def test_bad_client_arguments(kwargs, error):
+def test_bad_client_arguments(kwargs, error, match):
     kwargs = dict(kwargs)
     target = kwargs.pop("target", STATIC)
-    with pytest.raises(error):
+    with pytest.raises(error, match=match):
         Client(target, **kwargs)
+
+
+def test_a_refused_argument_is_an_rpc_error_and_a_value_error():
+    with pytest.raises(ValueError) as caught:
+        Client(STATIC, max_attempts=0)
+    e = caught.value
+    assert isinstance(e, InvalidArgumentError) and isinstance(e, RpcError)
+    assert e.code is StatusCode.INVALID_ARGUMENT
+    assert e.details == "options_json: max_attempts: must be >= 1"
+    assert str(e) == "INVALID_ARGUMENT: options_json: max_attempts: must be >= 1"
+    assert issubclass(FailedPreconditionError, RpcError) and issubclass(FailedPreconditionError, ValueError)
 
 
 def test_good_client_arguments():
@@ -116,41 +143,42 @@ def test_good_client_arguments():
 
 
 @pytest.mark.parametrize(
-    "args, kwargs, error",
+    "args, kwargs, error, match",
     [
-        ((b"/a.B/C",), {}, TypeError),
-        ((None,), {}, TypeError),
-        (("a.B/C",), {}, ValueError),
-        (("/a.B/C/D",), {}, ValueError),
-        (("/a.B/",), {}, ValueError),
-        (("/a.B/C\0",), {}, ValueError),
-        (("/a.B/C", "text"), {}, TypeError),
-        (("/a.B/C", 5), {}, TypeError),
-        (("/a.B/C", None), {}, TypeError),
-        (("/a.B/C",), {"timeout": "1"}, TypeError),
-        (("/a.B/C",), {"timeout": True}, TypeError),
-        (("/a.B/C",), {"timeout": -1}, ValueError),
-        (("/a.B/C",), {"timeout": 0}, ValueError),
-        (("/a.B/C",), {"timeout": float("inf")}, ValueError),
-        (("/a.B/C",), {"timeout": 1e12}, ValueError),
-        (("/a.B/C",), {"metadata": "x-k"}, TypeError),
-        (("/a.B/C",), {"metadata": [("x-k",)]}, TypeError),
-        (("/a.B/C",), {"metadata": [["x-k", "v"]]}, TypeError),
-        (("/a.B/C",), {"metadata": [(b"x-k", "v")]}, TypeError),
-        (("/a.B/C",), {"metadata": [("x-k", 1)]}, TypeError),
-        (("/a.B/C",), {"metadata": 5}, TypeError),
-        (("/a.B/C",), {"metadata": [("", "v")]}, ValueError),
-        (("/a.B/C",), {"metadata": [("x-k\0", "v")]}, ValueError),
-        (("/a.B/C",), {"wait_for_ready": 1}, TypeError),
+        ((b"/a.B/C",), {}, TypeError, None),
+        ((None,), {}, TypeError, None),
+        (("a.B/C",), {}, InvalidArgumentError, r'method "a\.B/C": expected "/package\.Service/Method"'),
+        (("/a.B/C/D",), {}, InvalidArgumentError, "expected \"/package.Service/Method\""),
+        (("/a.B/",), {}, InvalidArgumentError, "expected \"/package.Service/Method\""),
+        (("//C",), {}, InvalidArgumentError, "expected \"/package.Service/Method\""),
+        (("/a.B/C\0",), {}, InvalidArgumentError, "method: must not contain NUL"),
+        (("/a.B/C", "text"), {}, TypeError, None),
+        (("/a.B/C", 5), {}, TypeError, None),
+        (("/a.B/C", None), {}, TypeError, None),
+        (("/a.B/C",), {"timeout": "1"}, TypeError, None),
+        (("/a.B/C",), {"timeout": True}, TypeError, None),
+        (("/a.B/C",), {"timeout": -1}, InvalidArgumentError, None),
+        (("/a.B/C",), {"timeout": 0}, InvalidArgumentError, None),
+        (("/a.B/C",), {"timeout": float("inf")}, InvalidArgumentError, None),
+        (("/a.B/C",), {"timeout": 1e12}, InvalidArgumentError, None),
+        (("/a.B/C",), {"metadata": "x-k"}, TypeError, None),
+        (("/a.B/C",), {"metadata": [("x-k",)]}, TypeError, None),
+        (("/a.B/C",), {"metadata": [["x-k", "v"]]}, TypeError, None),
+        (("/a.B/C",), {"metadata": [(b"x-k", "v")]}, TypeError, None),
+        (("/a.B/C",), {"metadata": [("x-k", 1)]}, TypeError, None),
+        (("/a.B/C",), {"metadata": 5}, TypeError, None),
+        (("/a.B/C",), {"metadata": [("", "v")]}, InvalidArgumentError, 'metadata key "": keys are non-empty'),
+        (("/a.B/C",), {"metadata": [("x-k\0", "v")]}, InvalidArgumentError, "metadata key: must not contain NUL"),
+        (("/a.B/C",), {"wait_for_ready": 1}, TypeError, None),
     ],
 )
-def test_bad_call_arguments(args, kwargs, error):
+def test_bad_call_arguments(args, kwargs, error, match):
     with Client(STATIC) as c:
-        with pytest.raises(error):
+        with pytest.raises(error, match=match):
             c.invoke(*args, **kwargs)
-        with pytest.raises(error):
+        with pytest.raises(error, match=match):
             c.invoke_full(*args, **kwargs)
-        with pytest.raises(error):
+        with pytest.raises(error, match=match):
             asyncio.run(c.invoke_async(*args, **kwargs))
     assert not grpc_failover._client._pending
 
@@ -162,7 +190,7 @@ def test_use_after_close(server):
     c.close()
     c.close()  # twice is fine
     assert c.closed and "closed" in repr(c)
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(FailedPreconditionError, match="closed"):
         c.invoke("/test.Svc/Echo")
     with pytest.raises(ValueError, match="closed"):
         c.invoke_full("/test.Svc/Echo")
@@ -239,16 +267,18 @@ print("done", flush=True)
 
 
 def test_registration_arguments():
-    for args, kwargs, error in [
-        ((5, "127.0.0.1:1"), {}, TypeError),
-        (("p", None), {}, TypeError),
-        (("p", "127.0.0.1:1", {"weight": object()}), {}, TypeError),
-        (("p", "127.0.0.1:1", {"weight": float("nan")}), {}, ValueError),
-        (("p", "127.0.0.1:1", None, 0), {}, ValueError),
-        (("p", "127.0.0.1:1", None, 1.5), {}, TypeError),
-        (("p", "127.0.0.1:1"), {"etcd": 5}, TypeError),
+    for args, kwargs, error, match in [
+        ((5, "127.0.0.1:1"), {}, TypeError, None),
+        (("p", None), {}, TypeError, None),
+        (("p", "127.0.0.1:1", {"weight": object()}), {}, TypeError, None),
+        (("p", "127.0.0.1:1", {"weight": float("nan")}), {}, InvalidArgumentError, None),
+        (("p", "127.0.0.1:1", None, 0), {}, InvalidArgumentError, "ttl_s: must be at least 1 second"),
+        (("p", "127.0.0.1:1", None, -1), {}, InvalidArgumentError, None),
+        (("p", "127.0.0.1:1", None, 1.5), {}, TypeError, None),
+        (("p", "127.0.0.1:1"), {"etcd": 5}, TypeError, None),
+        (("p", "127.0.0.1:1"), {"username": "u"}, InvalidArgumentError, "username and password go together"),
     ]:
-        with pytest.raises(error):
+        with pytest.raises(error, match=match):
             register(*args, **kwargs)
 
 
