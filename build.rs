@@ -1,5 +1,7 @@
 //! Generates include/grpc_failover.h from the `extern "C"` functions with cbindgen. The header
 //! is committed; `make check-header` fails when the committed one differs from this output.
+//! When cbindgen cannot generate it, the build fails: a warning would leave the old header in
+//! place, and a stale header would then pass `make check-header`.
 
 use std::path::PathBuf;
 
@@ -8,17 +10,11 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
-    let header = match cbindgen::Builder::new()
+    let header = cbindgen::Builder::new()
         .with_crate(&dir)
         .with_config(config)
         .generate()
-    {
-        Ok(h) => h,
-        Err(e) => {
-            println!("cargo:warning=cbindgen could not generate the header: {e}");
-            return;
-        }
-    };
+        .unwrap_or_else(|e| panic!("cbindgen could not generate include/grpc_failover.h: {e}"));
     let mut bytes = Vec::new();
     header.write(&mut bytes);
     let path = dir.join("include").join("grpc_failover.h");
