@@ -171,12 +171,14 @@ void gf_bytes_free(struct gf_bytes *bytes);
 void gf_string_free(char *s);
 
 /**
- * The library version, e.g. "0.1.0". A static string: never free it. Any thread.
+ * The library version, e.g. "0.1.0". A static string: never free it. Never NULL ("" after an
+ * internal failure). Any thread.
  */
 const char *gf_version(void);
 
 /**
- * The C ABI version this library implements (GF_ABI_VERSION of its header). Any thread.
+ * The C ABI version this library implements (GF_ABI_VERSION of its header; 0 after an internal
+ * failure). Any thread.
  */
 uint32_t gf_abi_version(void);
 
@@ -241,8 +243,23 @@ void gf_call_cancel(struct gf_call *call);
 void gf_call_free(struct gf_call *call);
 
 /**
+ * Like `gf_invoke_async`, with call options and a full result handed to the callback (which
+ * owns it). `options` may be NULL and is copied before return. Same rules as
+ * `gf_invoke_async` for the callback, `call_out`, `error_out` and threading.
+ */
+int32_t gf_invoke_async_ex(struct gf_client *client,
+                           const char *method,
+                           const uint8_t *request,
+                           size_t request_len,
+                           const struct gf_call_options *options,
+                           gf_result_callback callback,
+                           void *user_data,
+                           struct gf_call **call_out,
+                           char **error_out);
+
+/**
  * A new, empty set of call options (no timeout, no metadata, wait-for-ready from the service
- * config). Never NULL. Free with `gf_call_options_free`.
+ * config). Free with `gf_call_options_free`. NULL only after an internal failure.
  */
 struct gf_call_options *gf_call_options_new(void);
 
@@ -277,96 +294,6 @@ int32_t gf_call_options_add_metadata(struct gf_call_options *options,
                                      const uint8_t *value,
                                      size_t value_len,
                                      char **error_out);
-
-/**
- * Like `gf_invoke`, with call options and a full result.
- *
- * - `options`: may be NULL (defaults). Copied at the start; may be freed after return.
- * - `result_out`: required; receives a result for every call that started, whatever its
- *   code (read the status, response, headers and trailers from it; free with
- *   `gf_result_free`). Set to NULL when the arguments were rejected.
- *
- * Returns the call's status code (the same as `gf_result_code`), or 3/9 for rejected
- * arguments as in `gf_invoke`, with the message in `*error_out` when non-NULL. Blocks until
- * the call ends, waiting as `gf_invoke` does. Thread-safe; not on a library thread.
- */
-int32_t gf_invoke_ex(struct gf_client *client,
-                     const char *method,
-                     const uint8_t *request,
-                     size_t request_len,
-                     const struct gf_call_options *options,
-                     struct gf_result **result_out,
-                     char **error_out);
-
-/**
- * Like `gf_invoke_async`, with call options and a full result handed to the callback (which
- * owns it). `options` may be NULL and is copied before return. Same rules as
- * `gf_invoke_async` for the callback, `call_out`, `error_out` and threading.
- */
-int32_t gf_invoke_async_ex(struct gf_client *client,
-                           const char *method,
-                           const uint8_t *request,
-                           size_t request_len,
-                           const struct gf_call_options *options,
-                           gf_result_callback callback,
-                           void *user_data,
-                           struct gf_call **call_out,
-                           char **error_out);
-
-/**
- * The result's gRPC status code; 3 INVALID_ARGUMENT for a NULL result.
- */
-int32_t gf_result_code(const struct gf_result *result);
-
-/**
- * The status message ("" on success). Valid until `gf_result_free`; do not free it. "" for a
- * NULL result.
- */
-const char *gf_result_message(const struct gf_result *result);
-
-/**
- * The response bytes (empty unless the code is 0). Returns a pointer valid until
- * `gf_result_free` (NULL when empty) and writes the length to `*len_out` (which may be NULL).
- */
-const uint8_t *gf_result_response(const struct gf_result *result,
-                                  size_t *len_out);
-
-/**
- * The number of response headers (0 for a NULL result).
- */
-size_t gf_result_header_count(const struct gf_result *result);
-
-/**
- * Reads response header `index` (0-based, in arrival order; a key may repeat). Writes the
- * NUL-terminated key, the value and its length to the out-pointers that are non-NULL; the
- * pointers stay valid until `gf_result_free`. Values of "-bin" keys are the decoded bytes.
- * Returns 0, 11 OUT_OF_RANGE for a bad index, 3 INVALID_ARGUMENT for a NULL result.
- */
-int32_t gf_result_header(const struct gf_result *result,
-                         size_t index,
-                         const char **key_out,
-                         const uint8_t **value_out,
-                         size_t *value_len_out);
-
-/**
- * The number of response trailers (0 for a NULL result).
- */
-size_t gf_result_trailer_count(const struct gf_result *result);
-
-/**
- * Reads response trailer `index`, exactly as `gf_result_header` reads headers. grpc-status
- * and grpc-message are not listed (they are the code and message).
- */
-int32_t gf_result_trailer(const struct gf_result *result,
-                          size_t index,
-                          const char **key_out,
-                          const uint8_t **value_out,
-                          size_t *value_len_out);
-
-/**
- * Frees a result. NULL is fine. Exactly once. Any thread.
- */
-void gf_result_free(struct gf_result *result);
 
 /**
  * Creates a client for `target` and starts resolving it in the background.
@@ -421,6 +348,26 @@ int32_t gf_invoke(struct gf_client *client,
                   char **error_out);
 
 /**
+ * Like `gf_invoke`, with call options and a full result.
+ *
+ * - `options`: may be NULL (defaults). Copied at the start; may be freed after return.
+ * - `result_out`: required; receives a result for every call that started, whatever its
+ *   code (read the status, response, headers and trailers from it; free with
+ *   `gf_result_free`). Set to NULL when the arguments were rejected.
+ *
+ * Returns the call's status code (the same as `gf_result_code`), or 3/9 for rejected
+ * arguments as in `gf_invoke`, with the message in `*error_out` when non-NULL. Blocks until
+ * the call ends, waiting as `gf_invoke` does. Thread-safe; not on a library thread.
+ */
+int32_t gf_invoke_ex(struct gf_client *client,
+                     const char *method,
+                     const uint8_t *request,
+                     size_t request_len,
+                     const struct gf_call_options *options,
+                     struct gf_result **result_out,
+                     char **error_out);
+
+/**
  * Closes a client: stops resolving, closes its connections, and completes every call still in
  * flight (sync or async) with 1 CANCELLED. Frees the handle: do not use it afterwards, and do
  * not start new calls on it from other threads while it closes. NULL is fine. Does not wait
@@ -465,14 +412,14 @@ int32_t gf_queue_new(struct gf_queue **queue_out,
  * The queue's file descriptor: readable while outcomes wait (and now and then just after they
  * were taken: `gf_queue_poll` then returns 0). Only wait on it; never read, write or close it.
  * It stays open until `gf_queue_free` and the end of every call that uses the queue. -1 for
- * NULL. Any thread.
+ * NULL (and after an internal failure). Any thread.
  */
 int32_t gf_queue_fd(const struct gf_queue *queue);
 
 /**
- * Moves up to `max` outcomes, oldest first, to `out`; returns how many (0 when none waits, or
- * for a NULL queue, a NULL `out` or `max` 0). The caller owns each `out[i].result` and frees
- * it with `gf_result_free`. Never blocks; thread-safe.
+ * Moves up to `max` outcomes, oldest first, to `out`; returns how many (0 when none waits, for
+ * a NULL queue, a NULL `out` or `max` 0, and after an internal failure). The caller owns each
+ * `out[i].result` and frees it with `gf_result_free`. Never blocks; thread-safe.
  *
  * After a wake-up, call it until it returns less than `max`: an edge-triggered waiter (epoll
  * with EPOLLET, Go's netpoller) is woken again only for outcomes that arrive after the queue
@@ -594,6 +541,64 @@ int32_t gf_register(const char *options_json,
  */
 int32_t gf_deregister(struct gf_registration *registration,
                       char **error_out);
+
+/**
+ * The result's gRPC status code; 3 INVALID_ARGUMENT for a NULL result, 13 INTERNAL after an
+ * internal failure.
+ */
+int32_t gf_result_code(const struct gf_result *result);
+
+/**
+ * The status message ("" on success). Valid until `gf_result_free`; do not free it. "" for a
+ * NULL result and after an internal failure.
+ */
+const char *gf_result_message(const struct gf_result *result);
+
+/**
+ * The response bytes (empty unless the code is 0). Returns a pointer valid until
+ * `gf_result_free` (NULL when empty) and writes the length to `*len_out` (which may be NULL).
+ * After an internal failure: NULL, and `*len_out` is untouched.
+ */
+const uint8_t *gf_result_response(const struct gf_result *result,
+                                  size_t *len_out);
+
+/**
+ * The number of response headers (0 for a NULL result and after an internal failure).
+ */
+size_t gf_result_header_count(const struct gf_result *result);
+
+/**
+ * Reads response header `index` (0-based, in arrival order; a key may repeat). Writes the
+ * NUL-terminated key, the value and its length to the out-pointers that are non-NULL; the
+ * pointers stay valid until `gf_result_free`. Values of "-bin" keys are the decoded bytes.
+ * Returns 0, 11 OUT_OF_RANGE for a bad index, 3 INVALID_ARGUMENT for a NULL result, 13
+ * INTERNAL after an internal failure.
+ */
+int32_t gf_result_header(const struct gf_result *result,
+                         size_t index,
+                         const char **key_out,
+                         const uint8_t **value_out,
+                         size_t *value_len_out);
+
+/**
+ * The number of response trailers (0 for a NULL result and after an internal failure).
+ */
+size_t gf_result_trailer_count(const struct gf_result *result);
+
+/**
+ * Reads response trailer `index`, exactly as `gf_result_header` reads headers. grpc-status
+ * and grpc-message are not listed (they are the code and message).
+ */
+int32_t gf_result_trailer(const struct gf_result *result,
+                          size_t index,
+                          const char **key_out,
+                          const uint8_t **value_out,
+                          size_t *value_len_out);
+
+/**
+ * Frees a result. NULL is fine. Exactly once. Any thread.
+ */
+void gf_result_free(struct gf_result *result);
 
 #ifdef __cplusplus
 }  // extern "C"

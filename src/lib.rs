@@ -9,6 +9,7 @@
 //! The public Rust API is what this file re-exports, plus [`config`] (the options). Every other
 //! module is internal; README.md's "Architecture" section says what each one owns.
 
+pub(crate) mod async_call;
 pub(crate) mod attempt;
 pub(crate) mod backoff;
 pub(crate) mod balancer;

@@ -1,16 +1,19 @@
-//! gf_connect, gf_invoke, gf_close, gf_client_stats.
+//! gf_client: gf_connect, gf_close, gf_client_stats, and the blocking calls (gf_invoke,
+//! gf_invoke_ex), whose outcome goes straight back to the calling thread. The async calls live
+//! with what tracks them: call.rs (a callback and a gf_call) and queue.rs (a gf_queue).
 
 use std::ffi::c_char;
 
-use super::call::prepare;
-use super::{
-    check_blocking_allowed, gf_bytes, guard, guard_void, opt_str_arg, str_arg, to_c_string,
-};
-use crate::client::CallOptions;
-use crate::client::Client;
+use bytes::Bytes;
+
+use super::call_options::{gf_call_options, options_arg, timeout_options};
+use super::result::gf_result;
+use super::{bytes_arg, check_blocking_allowed, gf_bytes, opt_str_arg, str_arg, to_c_string};
+use crate::async_call::Prepared;
+use crate::client::split_method;
 use crate::config::Options;
 use crate::runtime;
-use crate::status::{Code, Status};
+use crate::{CallOptions, Client, Code, Status};
 
 /// A client for one target. Opaque. Thread-safe: any number of threads may call on it at once.
 pub struct gf_client {
@@ -31,6 +34,27 @@ pub(crate) fn client_arg<'a>(client: *const gf_client) -> Result<&'a Client, Sta
         ));
     }
     Ok(c)
+}
+
+/// Reads and checks the arguments every call function takes, copying them out of the caller's
+/// memory.
+pub(super) fn prepare(
+    client: *mut gf_client,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    options: Option<CallOptions>,
+) -> Result<Prepared, Status> {
+    let client = client_arg(client)?.clone();
+    let method = str_arg(method, "method")?;
+    split_method(method)?;
+    let request = Bytes::copy_from_slice(bytes_arg(request, request_len, "request")?);
+    Ok(Prepared {
+        client,
+        method: method.to_string(),
+        request,
+        opts: options.unwrap_or_default(),
+    })
 }
 
 /// Creates a client for `target` and starts resolving it in the background.
@@ -54,7 +78,7 @@ pub extern "C" fn gf_connect(
     client_out: *mut *mut gf_client,
     error_out: *mut *mut c_char,
 ) -> i32 {
-    guard(error_out, || {
+    ffi_fn!(error_out, {
         let target = str_arg(target, "target")?;
         let options = Options::from_json(opt_str_arg(options_json, "options_json")?)?;
         if client_out.is_null() {
@@ -99,11 +123,11 @@ pub extern "C" fn gf_invoke(
     response_out: *mut gf_bytes,
     error_out: *mut *mut c_char,
 ) -> i32 {
-    if !response_out.is_null() {
-        // SAFETY: non-NULL; the caller promises a writable gf_bytes.
-        unsafe { *response_out = gf_bytes::empty() };
-    }
-    guard(error_out, || {
+    ffi_fn!(error_out, {
+        if !response_out.is_null() {
+            // SAFETY: non-NULL; the caller promises a writable gf_bytes.
+            unsafe { *response_out = gf_bytes::empty() };
+        }
         let p = prepare(
             client,
             method,
@@ -124,16 +148,48 @@ pub extern "C" fn gf_invoke(
     })
 }
 
-pub(crate) fn timeout(ms: u32) -> Option<std::time::Duration> {
-    (ms > 0).then(|| std::time::Duration::from_millis(ms as u64))
-}
-
-/// The options of a call started with only a `timeout_ms` (0 = none).
-pub(crate) fn timeout_options(ms: u32) -> CallOptions {
-    CallOptions {
-        timeout: timeout(ms),
-        ..CallOptions::default()
-    }
+/// Like `gf_invoke`, with call options and a full result.
+///
+/// - `options`: may be NULL (defaults). Copied at the start; may be freed after return.
+/// - `result_out`: required; receives a result for every call that started, whatever its
+///   code (read the status, response, headers and trailers from it; free with
+///   `gf_result_free`). Set to NULL when the arguments were rejected.
+///
+/// Returns the call's status code (the same as `gf_result_code`), or 3/9 for rejected
+/// arguments as in `gf_invoke`, with the message in `*error_out` when non-NULL. Blocks until
+/// the call ends, waiting as `gf_invoke` does. Thread-safe; not on a library thread.
+#[no_mangle]
+pub extern "C" fn gf_invoke_ex(
+    client: *mut gf_client,
+    method: *const c_char,
+    request: *const u8,
+    request_len: usize,
+    options: *const gf_call_options,
+    result_out: *mut *mut gf_result,
+    error_out: *mut *mut c_char,
+) -> i32 {
+    ffi_fn!(error_out, {
+        if !result_out.is_null() {
+            // SAFETY: non-NULL writable pointer.
+            unsafe { *result_out = std::ptr::null_mut() };
+        }
+        let p = prepare(client, method, request, request_len, options_arg(options))?;
+        if result_out.is_null() {
+            return Err(Status::invalid_argument("result_out: must not be NULL"));
+        }
+        check_blocking_allowed("gf_invoke_ex")?;
+        let result = runtime::run_blocking(move || async move {
+            p.client.invoke_full(&p.method, p.request, &p.opts).await
+        });
+        let status = result.status.clone();
+        // SAFETY: checked for NULL.
+        unsafe { *result_out = Box::into_raw(Box::new(gf_result::new(result))) };
+        if status.code == Code::Ok {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    })
 }
 
 /// Closes a client: stops resolving, closes its connections, and completes every call still in
@@ -142,7 +198,7 @@ pub(crate) fn timeout_options(ms: u32) -> CallOptions {
 /// for anything. Any thread, including inside a callback.
 #[no_mangle]
 pub extern "C" fn gf_close(client: *mut gf_client) {
-    guard_void(|| {
+    ffi_fn!({
         if client.is_null() {
             return;
         }
@@ -167,7 +223,7 @@ pub extern "C" fn gf_client_stats(
     json_out: *mut *mut c_char,
     error_out: *mut *mut c_char,
 ) -> i32 {
-    guard(error_out, || {
+    ffi_fn!(error_out, {
         let c = client_arg(client)?;
         if json_out.is_null() {
             return Err(Status::invalid_argument("json_out: must not be NULL"));

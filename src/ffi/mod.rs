@@ -1,20 +1,55 @@
 //! The C ABI: handles, buffers, errors and the panic boundary. No logic lives here: every
 //! function converts and checks its arguments, calls the Rust API, and converts back.
+//!
+//! One file per exported type, holding the type, its constructor, destructor and accessors:
+//! `client.rs` (gf_client, with the blocking calls gf_invoke and gf_invoke_ex, whose outcome goes
+//! straight back to the caller), `call.rs` (gf_call: the callback calls gf_invoke_async[_ex],
+//! which hand one back), `call_options.rs`, `result.rs`, `queue.rs` (gf_queue, with the calls
+//! whose outcome goes to a queue: gf_invoke_queued[_ex]) and `registration.rs`. This file keeps
+//! what they share: the panic boundary (`ffi_fn!`), the status codes, gf_bytes, strings, the
+//! argument readers, and the library-wide functions (version, worker threads).
 
 #![allow(non_camel_case_types)]
 // The exported functions take raw pointers by design (that is the C ABI); each one checks them
 // and the header documents what the caller must guarantee.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+/// The panic boundary: every exported function's body runs inside it, so that a panic never
+/// unwinds into C. Wrapping the body (not the whole `extern "C" fn`, as hyper's `ffi_fn!` does)
+/// leaves each function and its `///` docs a plain item that cbindgen reads without expanding
+/// macros, as with rustls-ffi's `ffi_panic_boundary!`. Three forms:
+///
+/// - `ffi_fn!(error_out, { body })`: a function that returns a status code. The body returns
+///   `Result<(), Status>`: Ok is GF_OK, an error its code; a panic is GF_INTERNAL with the
+///   panic's message, and is logged. `*error_out` (when non-NULL) is always written: NULL on
+///   GF_OK, else the message.
+/// - `ffi_fn!(on_panic = default, { body })`: any other return type; a panic returns `default`
+///   (the safe value the function's doc names) and is logged.
+/// - `ffi_fn!({ body })`: a function that returns nothing; a panic is logged.
+macro_rules! ffi_fn {
+    (on_panic = $default:expr, $body:block) => {
+        $crate::ffi::value_boundary(|| $body, || $default)
+    };
+    ($error_out:ident, $body:block) => {
+        $crate::ffi::status_boundary($error_out, || $body)
+    };
+    ($body:block) => {
+        $crate::ffi::value_boundary(|| $body, || ())
+    };
+}
+
 mod call;
+mod call_options;
 mod client;
 mod queue;
 mod registration;
+mod result;
 
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::status::{Code, Status};
+use crate::async_call::panic_status;
+use crate::{Code, Status};
 
 /// The version of this C ABI. It changes when an existing function's signature or meaning
 /// changes; adding functions does not change it.
@@ -68,16 +103,21 @@ impl gf_bytes {
     }
 }
 
-/// Runs an exported function body that returns a status code: a `Status` error becomes its code
-/// and `*error_out`, a panic becomes 13 INTERNAL. `*error_out` is NULL on success.
-pub(crate) fn guard(error_out: *mut *mut c_char, body: impl FnOnce() -> Result<(), Status>) -> i32 {
+/// The `ffi_fn!(error_out, { ... })` boundary; not called directly.
+pub(crate) fn status_boundary(
+    error_out: *mut *mut c_char,
+    body: impl FnOnce() -> Result<(), Status>,
+) -> i32 {
     crate::logging::init();
-    let outcome =
-        catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| Err(panic_status(panic)));
+    let outcome = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+        let status = panic_status(panic);
+        log::error!("{}", status.message);
+        Err(status)
+    });
     match outcome {
         Ok(()) => {
             write_error(error_out, None);
-            0
+            GF_OK
         }
         Err(status) => {
             write_error(error_out, Some(&status.message));
@@ -86,20 +126,14 @@ pub(crate) fn guard(error_out: *mut *mut c_char, body: impl FnOnce() -> Result<(
     }
 }
 
-/// Runs an exported function body that returns nothing; a panic is logged and swallowed.
-pub(crate) fn guard_void(body: impl FnOnce()) {
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(body)) {
+/// The `ffi_fn!(on_panic = ..., { ... })` and `ffi_fn!({ ... })` boundary; not called
+/// directly.
+pub(crate) fn value_boundary<T>(body: impl FnOnce() -> T, default: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {
+        crate::logging::init();
         log::error!("{}", panic_status(panic).message);
-    }
-}
-
-pub(crate) fn panic_status(panic: Box<dyn std::any::Any + Send>) -> Status {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string());
-    Status::internal(format!("internal error in grpc-failover: {what}"))
+        default()
+    })
 }
 
 pub(crate) fn write_error(error_out: *mut *mut c_char, message: Option<&str>) {
@@ -172,7 +206,7 @@ pub(crate) fn check_blocking_allowed(function: &str) -> Result<(), Status> {
 /// already {NULL, 0}, are fine. Never blocks; any thread.
 #[no_mangle]
 pub extern "C" fn gf_bytes_free(bytes: *mut gf_bytes) {
-    guard_void(|| {
+    ffi_fn!({
         if bytes.is_null() {
             return;
         }
@@ -191,7 +225,7 @@ pub extern "C" fn gf_bytes_free(bytes: *mut gf_bytes) {
 /// each string exactly once. Never blocks; any thread.
 #[no_mangle]
 pub extern "C" fn gf_string_free(s: *mut c_char) {
-    guard_void(|| {
+    ffi_fn!({
         if !s.is_null() {
             // SAFETY: the library made this string with CString::into_raw.
             drop(unsafe { CString::from_raw(s) });
@@ -199,16 +233,20 @@ pub extern "C" fn gf_string_free(s: *mut c_char) {
     })
 }
 
-/// The library version, e.g. "0.1.0". A static string: never free it. Any thread.
+/// The library version, e.g. "0.1.0". A static string: never free it. Never NULL ("" after an
+/// internal failure). Any thread.
 #[no_mangle]
 pub extern "C" fn gf_version() -> *const c_char {
-    crate::VERSION.as_ptr() as *const c_char
+    ffi_fn!(on_panic = c"".as_ptr(), {
+        crate::VERSION.as_ptr() as *const c_char
+    })
 }
 
-/// The C ABI version this library implements (GF_ABI_VERSION of its header). Any thread.
+/// The C ABI version this library implements (GF_ABI_VERSION of its header; 0 after an internal
+/// failure). Any thread.
 #[no_mangle]
 pub extern "C" fn gf_abi_version() -> u32 {
-    GF_ABI_VERSION
+    ffi_fn!(on_panic = 0, { GF_ABI_VERSION })
 }
 
 /// Sets how many worker threads the library's runtime starts with (default: min(cores, 4)).
@@ -229,7 +267,101 @@ pub extern "C" fn gf_abi_version() -> u32 {
 /// thread-safe.
 #[no_mangle]
 pub extern "C" fn gf_set_worker_threads(worker_threads: u32, error_out: *mut *mut c_char) -> i32 {
-    guard(error_out, || {
+    ffi_fn!(error_out, {
         crate::runtime::set_worker_threads(usize::try_from(worker_threads).unwrap_or(usize::MAX))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    extern "C" fn status_that_panics(error_out: *mut *mut c_char) -> i32 {
+        ffi_fn!(error_out, { panic!("a status body broke") })
+    }
+
+    extern "C" fn status_that_fails(error_out: *mut *mut c_char) -> i32 {
+        ffi_fn!(error_out, {
+            Err(Status::invalid_argument("x: must not be NULL"))
+        })
+    }
+
+    extern "C" fn status_that_succeeds(error_out: *mut *mut c_char) -> i32 {
+        ffi_fn!(error_out, { Ok(()) })
+    }
+
+    extern "C" fn value_that_panics() -> *const c_char {
+        ffi_fn!(on_panic = std::ptr::null(), {
+            panic!("a value body broke")
+        })
+    }
+
+    extern "C" fn nothing_that_panics() {
+        ffi_fn!({ panic!("a void body broke") })
+    }
+
+    /// Reads and frees a message the library handed out.
+    fn take_message(message: *mut c_char) -> String {
+        assert!(!message.is_null());
+        // SAFETY: a string from to_c_string, freed once here.
+        let text = unsafe { CStr::from_ptr(message) }
+            .to_str()
+            .unwrap()
+            .to_string();
+        gf_string_free(message);
+        text
+    }
+
+    #[test]
+    fn a_panic_in_a_status_function_is_internal_with_the_message() {
+        let mut error = std::ptr::null_mut();
+        assert_eq!(status_that_panics(&mut error), GF_INTERNAL);
+        let message = take_message(error);
+        assert!(message.contains("a status body broke"), "{message}");
+        assert_eq!(status_that_panics(std::ptr::null_mut()), GF_INTERNAL);
+    }
+
+    #[test]
+    fn a_status_function_reports_its_error_and_clears_error_out_on_success() {
+        let mut error = std::ptr::null_mut();
+        assert_eq!(status_that_fails(&mut error), GF_INVALID_ARGUMENT);
+        assert_eq!(take_message(error), "x: must not be NULL");
+        let stale = to_c_string("stale");
+        error = stale;
+        assert_eq!(status_that_succeeds(&mut error), GF_OK);
+        assert!(error.is_null());
+        gf_string_free(stale);
+    }
+
+    #[test]
+    fn a_panic_in_a_value_function_returns_its_default() {
+        assert!(value_that_panics().is_null());
+        nothing_that_panics();
+    }
+
+    #[test]
+    fn the_status_constants_are_the_grpc_codes() {
+        let pairs = [
+            (GF_OK, Code::Ok),
+            (GF_CANCELLED, Code::Cancelled),
+            (GF_UNKNOWN, Code::Unknown),
+            (GF_INVALID_ARGUMENT, Code::InvalidArgument),
+            (GF_DEADLINE_EXCEEDED, Code::DeadlineExceeded),
+            (GF_NOT_FOUND, Code::NotFound),
+            (GF_ALREADY_EXISTS, Code::AlreadyExists),
+            (GF_PERMISSION_DENIED, Code::PermissionDenied),
+            (GF_RESOURCE_EXHAUSTED, Code::ResourceExhausted),
+            (GF_FAILED_PRECONDITION, Code::FailedPrecondition),
+            (GF_ABORTED, Code::Aborted),
+            (GF_OUT_OF_RANGE, Code::OutOfRange),
+            (GF_UNIMPLEMENTED, Code::Unimplemented),
+            (GF_INTERNAL, Code::Internal),
+            (GF_UNAVAILABLE, Code::Unavailable),
+            (GF_DATA_LOSS, Code::DataLoss),
+            (GF_UNAUTHENTICATED, Code::Unauthenticated),
+        ];
+        for (constant, code) in pairs {
+            assert_eq!(constant, code as i32, "{code:?}");
+        }
+    }
 }

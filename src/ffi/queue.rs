@@ -1,16 +1,18 @@
-//! Completion queues: gf_queue_*, gf_invoke_queued.
+//! gf_queue: completion queues (gf_queue_*), and the calls whose outcome goes to one
+//! (gf_invoke_queued[_ex]).
 
 use std::ffi::c_char;
 
-use super::call::{
-    gf_call, gf_call_options, gf_result, options_arg, prepare, spawn, Place, Prepared,
-};
-use super::client::{gf_client, timeout_options};
-use super::{check_blocking_allowed, guard, guard_void};
+use super::call::{gf_call, start};
+use super::call_options::{gf_call_options, options_arg, timeout_options};
+use super::check_blocking_allowed;
+use super::client::{gf_client, prepare};
+use super::result::gf_result;
+use crate::async_call::{Place, Prepared};
 use crate::client::ResponseMetadata;
 use crate::queue::CompletionQueue;
 use crate::runtime;
-use crate::status::Status;
+use crate::Status;
 
 /// One finished call, as `gf_queue_poll` hands it out.
 #[repr(C)]
@@ -54,7 +56,7 @@ fn queue_arg<'a>(queue: *const gf_queue) -> Option<&'a gf_queue> {
 /// clients.
 #[no_mangle]
 pub extern "C" fn gf_queue_new(queue_out: *mut *mut gf_queue, error_out: *mut *mut c_char) -> i32 {
-    guard(error_out, || {
+    ffi_fn!(error_out, {
         if queue_out.is_null() {
             return Err(Status::invalid_argument("queue_out: must not be NULL"));
         }
@@ -68,15 +70,17 @@ pub extern "C" fn gf_queue_new(queue_out: *mut *mut gf_queue, error_out: *mut *m
 /// The queue's file descriptor: readable while outcomes wait (and now and then just after they
 /// were taken: `gf_queue_poll` then returns 0). Only wait on it; never read, write or close it.
 /// It stays open until `gf_queue_free` and the end of every call that uses the queue. -1 for
-/// NULL. Any thread.
+/// NULL (and after an internal failure). Any thread.
 #[no_mangle]
 pub extern "C" fn gf_queue_fd(queue: *const gf_queue) -> i32 {
-    queue_arg(queue).map(|q| q.queue.fd()).unwrap_or(-1)
+    ffi_fn!(on_panic = -1, {
+        queue_arg(queue).map(|q| q.queue.fd()).unwrap_or(-1)
+    })
 }
 
-/// Moves up to `max` outcomes, oldest first, to `out`; returns how many (0 when none waits, or
-/// for a NULL queue, a NULL `out` or `max` 0). The caller owns each `out[i].result` and frees
-/// it with `gf_result_free`. Never blocks; thread-safe.
+/// Moves up to `max` outcomes, oldest first, to `out`; returns how many (0 when none waits, for
+/// a NULL queue, a NULL `out` or `max` 0, and after an internal failure). The caller owns each
+/// `out[i].result` and frees it with `gf_result_free`. Never blocks; thread-safe.
 ///
 /// After a wake-up, call it until it returns less than `max`: an edge-triggered waiter (epoll
 /// with EPOLLET, Go's netpoller) is woken again only for outcomes that arrive after the queue
@@ -87,21 +91,23 @@ pub extern "C" fn gf_queue_poll(
     out: *mut gf_completion,
     max: usize,
 ) -> usize {
-    let Some(q) = queue_arg(queue) else { return 0 };
-    if out.is_null() || max == 0 {
-        return 0;
-    }
-    let mut i = 0;
-    q.queue.take(max, |c| {
-        // SAFETY: the caller promises room for `max` entries at `out`; take hands over at most
-        // `max`.
-        unsafe {
-            out.add(i).write(gf_completion {
-                tag: c.tag,
-                result: Box::into_raw(c.result),
-            })
-        };
-        i += 1;
+    ffi_fn!(on_panic = 0, {
+        let Some(q) = queue_arg(queue) else { return 0 };
+        if out.is_null() || max == 0 {
+            return 0;
+        }
+        let mut i = 0;
+        q.queue.take(max, |c| {
+            // SAFETY: the caller promises room for `max` entries at `out`; take hands over at
+            // most `max`.
+            unsafe {
+                out.add(i).write(gf_completion {
+                    tag: c.tag,
+                    result: Box::into_raw(c.result),
+                })
+            };
+            i += 1;
+        })
     })
 }
 
@@ -132,7 +138,7 @@ pub extern "C" fn gf_queue_wait(
     taken_out: *mut usize,
     error_out: *mut *mut c_char,
 ) -> i32 {
-    guard(error_out, || {
+    ffi_fn!(error_out, {
         let q =
             queue_arg(queue).ok_or_else(|| Status::invalid_argument("queue: must not be NULL"))?;
         if out.is_null() || taken_out.is_null() || max == 0 {
@@ -165,7 +171,7 @@ pub extern "C" fn gf_queue_wait(
 /// fine. Never blocks; any thread, once, after every other use of the queue.
 #[no_mangle]
 pub extern "C" fn gf_queue_free(queue: *mut gf_queue) {
-    guard_void(|| {
+    ffi_fn!({
         if queue.is_null() {
             return;
         }
@@ -202,7 +208,7 @@ pub extern "C" fn gf_invoke_queued(
     call_out: *mut *mut gf_call,
     error_out: *mut *mut c_char,
 ) -> i32 {
-    guard(error_out, || {
+    ffi_fn!(error_out, {
         let p = prepare(
             client,
             method,
@@ -210,7 +216,7 @@ pub extern "C" fn gf_invoke_queued(
             request_len,
             Some(timeout_options(timeout_ms)),
         )?;
-        start(p, queue, tag, call_out, ResponseMetadata::Drop)
+        start_queued(p, queue, tag, call_out, ResponseMetadata::Drop)
     })
 }
 
@@ -230,13 +236,13 @@ pub extern "C" fn gf_invoke_queued_ex(
     call_out: *mut *mut gf_call,
     error_out: *mut *mut c_char,
 ) -> i32 {
-    guard(error_out, || {
+    ffi_fn!(error_out, {
         let p = prepare(client, method, request, request_len, options_arg(options))?;
-        start(p, queue, tag, call_out, ResponseMetadata::Keep)
+        start_queued(p, queue, tag, call_out, ResponseMetadata::Keep)
     })
 }
 
-fn start(
+fn start_queued(
     p: Prepared,
     queue: *mut gf_queue,
     tag: u64,
@@ -249,7 +255,7 @@ fn start(
         .clone();
     // The outcome only goes into the queue, which never blocks: the call runs on a call loop.
     let counted = runtime::queued_call();
-    spawn(p, call_out, metadata, Place::Loop, move |r| {
+    start(p, call_out, metadata, Place::Loop, move |r| {
         drop(counted);
         queue.push(Completion {
             tag,

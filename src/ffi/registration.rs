@@ -1,14 +1,14 @@
-//! gf_register / gf_deregister.
+//! gf_registration: gf_register and gf_deregister.
 
 use std::ffi::c_char;
 
 use serde_json::Value;
 
-use super::{check_blocking_allowed, guard, opt_str_arg, str_arg};
+use super::{check_blocking_allowed, opt_str_arg, str_arg};
 use crate::config::Options;
 use crate::resolver::registrar::Registration;
 use crate::runtime;
-use crate::status::Status;
+use crate::Status;
 
 /// A registration of one instance in etcd, kept alive in the background. Opaque.
 pub struct gf_registration {
@@ -43,7 +43,7 @@ pub extern "C" fn gf_register(
     registration_out: *mut *mut gf_registration,
     error_out: *mut *mut c_char,
 ) -> i32 {
-    guard(error_out, || {
+    ffi_fn!(error_out, {
         let options = Options::from_json(opt_str_arg(options_json, "options_json")?)?;
         let prefix = str_arg(prefix, "prefix")?;
         let addr = str_arg(addr, "addr")?;
@@ -82,7 +82,7 @@ pub extern "C" fn gf_deregister(
     registration: *mut gf_registration,
     error_out: *mut *mut c_char,
 ) -> i32 {
-    guard(error_out, || {
+    ffi_fn!(error_out, {
         if registration.is_null() {
             return Ok(());
         }
