@@ -10,9 +10,11 @@ fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
+    // Only src/ffi/ (mod.rs and the modules it declares) is the C ABI: parsing the whole crate
+    // would put every `pub const` of the core into the header too.
     let header = cbindgen::Builder::new()
-        .with_crate(&dir)
         .with_config(config)
+        .with_src(dir.join("src").join("ffi").join("mod.rs"))
         .generate()
         .unwrap_or_else(|e| panic!("cbindgen could not generate include/grpc_failover.h: {e}"));
     let mut bytes = Vec::new();
