@@ -47,11 +47,7 @@ impl Place {
 /// The status of a panic caught at a boundary (an async call here, an exported C function in
 /// ffi/): INTERNAL, with the panic's message.
 pub(crate) fn panic_status(panic: Box<dyn std::any::Any + Send>) -> Status {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string());
+    let what = crate::task::panic_message(&*panic);
     Status::internal(format!("internal error in grpc-failover: {what}"))
 }
 
