@@ -96,18 +96,9 @@ pub extern "C" fn gf_queue_poll(
         if out.is_null() || max == 0 {
             return 0;
         }
-        let mut i = 0;
-        q.queue.take(max, |c| {
-            // SAFETY: the caller promises room for `max` entries at `out`; take hands over at
-            // most `max`.
-            unsafe {
-                out.add(i).write(gf_completion {
-                    tag: c.tag,
-                    result: Box::into_raw(c.result),
-                })
-            };
-            i += 1;
-        })
+        // SAFETY: the caller promises room for `max` entries at `out`; take hands over at most
+        // `max`.
+        q.queue.take(max, unsafe { fill(out) })
     })
 }
 
@@ -147,18 +138,9 @@ pub extern "C" fn gf_queue_wait(
             ));
         }
         check_blocking_allowed("gf_queue_wait")?;
-        let mut i = 0;
-        q.queue.wait(max, |c| {
-            // SAFETY: as in gf_queue_poll: room for `max` entries, and wait hands over at most
-            // `max`.
-            unsafe {
-                out.add(i).write(gf_completion {
-                    tag: c.tag,
-                    result: Box::into_raw(c.result),
-                })
-            };
-            i += 1;
-        });
+        // SAFETY: as in gf_queue_poll: room for `max` entries, and wait hands over at most
+        // `max`.
+        let i = q.queue.wait(max, unsafe { fill(out) });
         // SAFETY: checked for NULL.
         unsafe { *taken_out = i };
         Ok(())
@@ -240,6 +222,24 @@ pub extern "C" fn gf_invoke_queued_ex(
         let p = prepare(client, method, request, request_len, options_arg(options))?;
         start_queued(p, queue, tag, call_out, ResponseMetadata::Keep)
     })
+}
+
+/// Writes the completions it is handed to `out`, `out + 1`, ... for the caller to free.
+///
+/// # Safety
+/// `out` must have room for every completion the returned closure is called with.
+unsafe fn fill(out: *mut gf_completion) -> impl FnMut(Completion) {
+    let mut i = 0;
+    move |c| {
+        // SAFETY: the caller of `fill` promised room for this entry.
+        unsafe {
+            out.add(i).write(gf_completion {
+                tag: c.tag,
+                result: Box::into_raw(c.result),
+            })
+        };
+        i += 1;
+    }
 }
 
 fn start_queued(
