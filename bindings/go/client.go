@@ -42,10 +42,12 @@ func errABI() error {
 // goroutines. Close it when done; a finalizer closes a forgotten client, but only when the
 // garbage collector gets to it.
 type Client struct {
-	// mu guards ptr: calls hold it for reading while they hand a call to the library, Close for
-	// writing while it takes ptr away, so gf_close never frees a handle in use.
-	mu     sync.RWMutex
+	// ptr is freed (gf_close) only by the finalizer, once no goroutine can reach the Client, so
+	// calls use it without a lock; each keeps c reachable (runtime.KeepAlive) for as long as the
+	// library uses the handle. Close shuts the client down with gf_client_shutdown, which is
+	// safe against calls entering the library at the same moment and leaves the handle valid.
 	ptr    *C.gf_client
+	closed atomic.Bool
 	target string
 }
 
@@ -83,16 +85,13 @@ func Dial(target string, opts ...Option) (*Client, error) {
 func (c *Client) Target() string { return c.target }
 
 // Close stops resolving, closes the connections and ends every call in flight with Canceled.
-// It does not wait for anything. Calling Close again does nothing; calls on a closed client fail
-// with Canceled. It always returns nil.
+// It does not wait for anything, and it is safe while other goroutines are calling on the
+// client. Calling Close again does nothing; calls on a closed client fail with Canceled. It
+// always returns nil. The few bytes of the handle itself are freed by the garbage collector.
 func (c *Client) Close() error {
-	c.mu.Lock()
-	p := c.ptr
-	c.ptr = nil
-	c.mu.Unlock()
-	if p != nil {
-		runtime.SetFinalizer(c, nil)
-		C.gf_close(p)
+	if c.closed.CompareAndSwap(false, true) {
+		C.gf_client_shutdown(c.ptr)
+		runtime.KeepAlive(c)
 	}
 	return nil
 }
@@ -102,7 +101,20 @@ func (c *Client) finalize() {
 		markFinalized(unsafe.Pointer(c.ptr))
 		return
 	}
-	_ = c.Close()
+	c.closed.Store(true)
+	if p := c.ptr; p != nil {
+		c.ptr = nil
+		C.gf_close(p)
+	}
+}
+
+// closedError is the error of a call the library refused because the client was shut down
+// meanwhile (Close racing the call); otherwise err itself.
+func (c *Client) closedError(err *StatusError) error {
+	if err.code == FailedPrecondition && c.closed.Load() {
+		return errClosed()
+	}
+	return err
 }
 
 func errClosed() error {
@@ -297,16 +309,14 @@ func (c *Client) Invoke(ctx context.Context, method string, request []byte, opts
 		handle = C.uintptr_t(h)
 	}
 
-	c.mu.RLock()
-	ptr := c.ptr
-	if ptr == nil {
-		c.mu.RUnlock()
+	if c.closed.Load() {
 		if !onThread {
 			h.Delete()
 		}
 		p.release()
 		return nil, errClosed()
 	}
+	ptr := c.ptr
 	stressPoint(unsafe.Pointer(ptr))
 	var s C.gfgo_start
 	if cfg.plain() {
@@ -318,14 +328,14 @@ func (c *Client) Invoke(ctx context.Context, method string, request []byte, opts
 			handle, wantCall)
 	}
 	stressPoint(unsafe.Pointer(ptr))
-	c.mu.RUnlock()
+	runtime.KeepAlive(c)
 	if s.code != 0 {
 		// Rejected: the call never completes.
 		if !onThread {
 			h.Delete()
 		}
 		p.release()
-		return nil, newStatusError(Code(s.code), takeCString(s.error))
+		return nil, c.closedError(newStatusError(Code(s.code), takeCString(s.error)))
 	}
 
 	var cancelled bool
@@ -482,19 +492,16 @@ type InstanceStats struct {
 
 // Stats returns the client's counters and the state of each instance. It does not block.
 func (c *Client) Stats() (*Stats, error) {
-	c.mu.RLock()
-	ptr := c.ptr
-	if ptr == nil {
-		c.mu.RUnlock()
+	if c.closed.Load() {
 		return nil, errClosed()
 	}
+	ptr := c.ptr
 	stressPoint(unsafe.Pointer(ptr))
 	r := C.gfgo_client_stats(ptr)
 	stressPoint(unsafe.Pointer(ptr))
-	c.mu.RUnlock()
 	runtime.KeepAlive(c)
 	if r.code != 0 {
-		return nil, newStatusError(Code(r.code), takeCString(r.error))
+		return nil, c.closedError(newStatusError(Code(r.code), takeCString(r.error)))
 	}
 	text := takeCString(r.json)
 	var s Stats

@@ -1,5 +1,5 @@
-//! gf_client: gf_connect, gf_close, gf_client_stats, and the blocking calls (gf_invoke,
-//! gf_invoke_ex), whose outcome goes straight back to the calling thread. The async calls live
+//! gf_client: gf_connect, gf_client_shutdown, gf_close, gf_client_stats, and the blocking calls
+//! (gf_invoke, gf_invoke_ex), whose outcome goes straight back to the calling thread. The async calls live
 //! with what tracks them: call.rs (a callback and a gf_call) and queue.rs (a gf_queue).
 
 use std::ffi::c_char;
@@ -106,8 +106,8 @@ pub extern "C" fn gf_connect(
 ///   freed by the caller with `gf_string_free`.
 ///
 /// Returns the call's gRPC status: the server's code, 4 DEADLINE_EXCEEDED when the deadline
-/// passes, 14 UNAVAILABLE when no instance can take the call, 1 CANCELLED when `gf_close` runs
-/// meanwhile, 3 INVALID_ARGUMENT for bad arguments, 9 FAILED_PRECONDITION when called on a
+/// passes, 14 UNAVAILABLE when no instance can take the call, 1 CANCELLED when `gf_close` or
+/// `gf_client_shutdown` runs meanwhile, 3 INVALID_ARGUMENT for bad arguments, 9 FAILED_PRECONDITION when called on a
 /// library thread (inside a callback: use `gf_invoke_async` there) or on a closed client.
 /// Blocks the calling thread until the call ends. While no other thread waits in the library
 /// (blocked, or with a queued call in flight), the caller spins briefly before it sleeps when recent calls were fast (at most
@@ -192,10 +192,36 @@ pub extern "C" fn gf_invoke_ex(
     })
 }
 
+/// Shuts a client down without freeing it: stops resolving, closes its connections, and
+/// completes every call still in flight (sync or async) with 1 CANCELLED. Every later call on
+/// the handle fails at once with 9 FAILED_PRECONDITION ("client: already closed"); so does
+/// `gf_client_stats`. The handle stays valid until `gf_close`, which the caller still calls
+/// exactly once, when no other thread can use the handle any more.
+///
+/// This is the function to use when other threads may be calling on the client at the same
+/// moment (a binding's `close()`, a signal-driven shutdown): it is safe against any number of
+/// concurrent calls, and calling it again, or from several threads at once, does nothing more.
+/// NULL is fine. Does not wait for anything. Any thread, including inside a callback.
+#[no_mangle]
+pub extern "C" fn gf_client_shutdown(client: *mut gf_client) {
+    ffi_fn!({
+        if client.is_null() {
+            return;
+        }
+        // SAFETY: non-NULL; the caller promises a handle from gf_connect not yet passed to
+        // gf_close. Only shared access: closing is internally synchronised and idempotent.
+        let handle = unsafe { &*client };
+        let _enter = runtime::handle().enter();
+        handle.client.close();
+    })
+}
+
 /// Closes a client: stops resolving, closes its connections, and completes every call still in
 /// flight (sync or async) with 1 CANCELLED. Frees the handle: do not use it afterwards, and do
-/// not start new calls on it from other threads while it closes. NULL is fine. Does not wait
-/// for anything. Any thread, including inside a callback.
+/// not start new calls on it from other threads while it closes (when that cannot be ruled
+/// out, call `gf_client_shutdown` first, and `gf_close` once those threads are done with the
+/// handle). NULL is fine. Does not wait for anything. Any thread, including inside a
+/// callback.
 #[no_mangle]
 pub extern "C" fn gf_close(client: *mut gf_client) {
     ffi_fn!({

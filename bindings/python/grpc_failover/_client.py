@@ -109,56 +109,36 @@ def _call_options(timeout: Any, metadata: MetadataArg, wait_for_ready: Any) -> O
 
 
 class _Native:
-    """The gf_client pointer, and who is using it.
+    """The gf_client pointer.
 
-    gf_close frees the handle, so it must never run while another thread is about to enter the
-    library with it. Non-blocking functions run under ``lock``. A blocking call holds a "use"
-    for as long as it is inside gf_invoke_ex; close() frees the handle at once when there is no
-    use, else the last use frees it on its way out. Async calls in flight are tracked so that
-    close() can cancel them even then.
+    close() shuts the client down with gf_client_shutdown: safe while other threads are inside
+    the library with the pointer, and the pointer stays valid. It is freed (gf_close) only when
+    this object is collected, when no call can be using it any more: every call holds a
+    reference to it for as long as it is in the library. So no lock is needed around calls.
     """
 
-    __slots__ = ("ptr", "lock", "uses", "closed", "calls", "__weakref__")
+    __slots__ = ("ptr", "closed", "__weakref__")
 
     def __init__(self, ptr: int):
         self.ptr: Optional[int] = ptr
-        self.lock = threading.Lock()
-        self.uses = 0
         self.closed = False
-        self.calls: Dict[int, int] = {}
         _open.add(self)
 
-    def acquire(self) -> int:
-        with self.lock:
-            if self.closed:
-                raise FailedPreconditionError("Client is closed")
-            self.uses += 1
-            return self.ptr  # type: ignore[return-value]
-
-    def release(self) -> None:
-        with self.lock:
-            self.uses -= 1
-            if not (self.closed and self.uses == 0 and self.ptr):
-                return
-            ptr, self.ptr = self.ptr, None
-        fast.gf_close(ptr)
-
-    def forget(self, key: int) -> None:
-        with self.lock:
-            self.calls.pop(key, None)
-
     def close(self) -> None:
-        with self.lock:
-            if self.closed:
-                return
-            self.closed = True
-            _open.discard(self)
-            if self.uses:
-                for call in self.calls.values():
-                    fast.gf_call_cancel(call)
-                return
-            ptr, self.ptr = self.ptr, None
-        fast.gf_close(ptr)
+        # Several threads may get here at once: both steps are idempotent.
+        if self.closed:
+            return
+        self.closed = True
+        _open.discard(self)
+        fast.gf_client_shutdown(self.ptr)
+
+    def __del__(self) -> None:
+        ptr, self.ptr = self.ptr, None
+        if ptr:
+            try:
+                fast.gf_close(ptr)
+            except Exception:  # the interpreter is shutting down and the module is gone
+                pass
 
 
 # Every native client not closed yet, so that the interpreter's exit can close them first.
@@ -417,11 +397,10 @@ class Client:
     def close(self) -> None:
         """Closes the client: stops discovery, closes connections, and ends the calls in flight.
 
-        Calls in flight end with :class:`RpcError` ``CANCELLED``, except a blocking
-        :meth:`invoke` that another thread is inside at this moment: the library cannot be told
-        to cancel it without freeing the client under it, so that call ends on its own (at its
-        timeout at the latest) and the client is freed after it. Any call made after close()
-        raises :class:`FailedPreconditionError` (a ValueError too). Closing twice is fine.
+        Calls in flight, blocking or async, end with :class:`RpcError` ``CANCELLED``. Safe while
+        other threads are calling on the client. Any call made after close() raises
+        :class:`FailedPreconditionError` (a ValueError too). Closing twice is fine. The few
+        bytes of the native handle are freed when the client object is collected.
         """
         self._finalizer()
 
@@ -445,10 +424,9 @@ class Client:
         """
         native = self._native
         out, error = c_void_p(), c_void_p()
-        with native.lock:
-            if native.closed:
-                raise FailedPreconditionError("Client is closed")
-            code = fast.gf_client_stats(native.ptr, byref(out), byref(error))
+        if native.closed:
+            raise FailedPreconditionError("Client is closed")
+        code = fast.gf_client_stats(native.ptr, byref(out), byref(error))
         if code != 0:
             raise _rejected(code, error.value)
         stats: Dict[str, Any] = json.loads(take_string(out.value))
@@ -531,11 +509,9 @@ class Client:
         result, error = c_void_p(), c_void_p()
         try:
             native = self._native
-            ptr = native.acquire()
-            try:
-                code = lib.gf_invoke_ex(ptr, m, req, len(req), options, byref(result), byref(error))
-            finally:
-                native.release()
+            if native.closed:
+                raise FailedPreconditionError("Client is closed")
+            code = lib.gf_invoke_ex(native.ptr, m, req, len(req), options, byref(result), byref(error))
             if not result.value:
                 raise _rejected(code, error.value)
             outcome = _read_result(result.value, full)
@@ -567,26 +543,21 @@ class Client:
         _pending[key] = (completions, future, full)
         code = -1
         try:
-            # The start functions never block, so the lock is held across them: close() cannot
-            # free the handle meanwhile.
-            with native.lock:
-                if native.closed:
-                    raise FailedPreconditionError("Client is closed")
-                if queue is None:
-                    code = fast.gf_invoke_async_ex(
-                        native.ptr, m, req, len(req), options, _ON_RESULT, key, byref(call), byref(error)
-                    )
-                elif options is None and not full:
-                    # Only the bytes: the result need not keep response headers and trailers.
-                    code = fast.gf_invoke_queued(
-                        native.ptr, m, req, len(req), 0, queue, key, byref(call), byref(error)
-                    )
-                else:
-                    code = fast.gf_invoke_queued_ex(
-                        native.ptr, m, req, len(req), options, queue, key, byref(call), byref(error)
-                    )
-                if code == 0:
-                    native.calls[key] = call.value  # type: ignore[assignment]
+            if native.closed:
+                raise FailedPreconditionError("Client is closed")
+            if queue is None:
+                code = fast.gf_invoke_async_ex(
+                    native.ptr, m, req, len(req), options, _ON_RESULT, key, byref(call), byref(error)
+                )
+            elif options is None and not full:
+                # Only the bytes: the result need not keep response headers and trailers.
+                code = fast.gf_invoke_queued(
+                    native.ptr, m, req, len(req), 0, queue, key, byref(call), byref(error)
+                )
+            else:
+                code = fast.gf_invoke_queued_ex(
+                    native.ptr, m, req, len(req), options, queue, key, byref(call), byref(error)
+                )
             if options:
                 fast.gf_call_options_free(options)
                 options = None
@@ -605,7 +576,6 @@ class Client:
             if options:
                 fast.gf_call_options_free(options)
             if code == 0:
-                native.forget(key)
                 fast.gf_call_free(call.value)
             else:
                 # Refused: no outcome ever arrives.

@@ -110,6 +110,7 @@ _BLOCKING = {
 _NON_BLOCKING = {
     "gf_version": ([], c_void_p),
     "gf_string_free": ([c_void_p], None),
+    "gf_client_shutdown": ([c_void_p], None),
     "gf_close": ([c_void_p], None),
     "gf_client_stats": ([c_void_p, _out_ptr, _out_ptr], c_int32),
     "gf_call_options_new": ([], c_void_p),

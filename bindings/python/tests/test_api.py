@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -214,31 +215,79 @@ def test_finalizer_closes_a_forgotten_client(server):
     native = c._native
     del c
     gc.collect()
-    assert native.closed and native.ptr is None
+    assert native.closed
+    # The handle is freed with the native object, once nothing can call with it any more.
+    gone = weakref.ref(native)
+    del native
+    gc.collect()
+    assert gone() is None
 
 
 def test_close_while_another_thread_is_in_a_blocking_call(servers):
-    slow = servers("slow", "--delay-ms", "500")
+    slow = servers("slow", "--delay-ms", "5000")
     c = Client(f"static:///{slow.addr}")
-    c.invoke("/test.Svc/Echo", timeout=5)
     outcome = {}
 
     def call():
         try:
-            outcome["reply"] = c.invoke("/test.Svc/Echo", b"in flight", timeout=5)
+            outcome["reply"] = c.invoke("/test.Svc/Echo", b"in flight", timeout=30)
         except Exception as e:  # checked below
             outcome["error"] = e
 
     t = threading.Thread(target=call)
     t.start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 10
+    while c.stats()["calls"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
     c.close()
     with pytest.raises(ValueError):
         c.invoke("/test.Svc/Echo")
-    t.join(5)
-    # The call in flight ended by itself; the native client was freed after it.
-    assert outcome == {"reply": b"in flight"}
-    assert c._native.ptr is None
+    t.join(10)
+    # The blocking call in flight ended at once, CANCELLED, long before the server's answer.
+    assert not t.is_alive()
+    error = outcome.get("error")
+    assert isinstance(error, RpcError) and error.code is StatusCode.CANCELLED, outcome
+
+
+def test_close_racing_calls_from_many_threads(server):
+    # close() while threads keep entering blocking and async calls: every call succeeds, is
+    # cancelled or is refused as closed; nothing crashes or touches a freed handle.
+    for _ in range(5):
+        c = Client(f"static:///{server.addr}")
+        seen = []
+
+        def work(i):
+            loop = asyncio.new_event_loop() if i % 2 else None
+            try:
+                while True:
+                    try:
+                        if loop is None:
+                            c.invoke("/test.Svc/Echo", b"x", timeout=30)
+                        else:
+                            loop.run_until_complete(c.invoke_async("/test.Svc/Echo", b"x", timeout=30))
+                    except FailedPreconditionError:
+                        return
+                    except RpcError as e:
+                        if e.code is not StatusCode.CANCELLED:
+                            seen.append(e)
+                            return
+            finally:
+                if loop is not None:
+                    loop.close()
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while c.stats()["calls"] < 50 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        closers = [threading.Thread(target=c.close) for _ in range(2)]
+        for t in closers:
+            t.start()
+        for t in closers + threads:
+            t.join(20)
+        assert not any(t.is_alive() for t in threads)
+        assert not seen, seen
 
 
 def test_exit_with_calls_in_flight(servers):
