@@ -27,13 +27,41 @@ pub struct TransportConfig {
     pub keepalive_timeout: Duration,
 }
 
+/// Why a connection closed (or stopped taking new streams).
+#[derive(Debug)]
+pub struct Closed {
+    pub why: String,
+    /// The server sent GOAWAY ENHANCE_YOUR_CALM with debug data "too_many_pings": it allows
+    /// fewer keepalive pings than we sent. gRPC clients then double the keepalive time of
+    /// later connections to that instance (gRFC A8).
+    pub too_many_pings: bool,
+}
+
+impl Closed {
+    fn new(why: String, e: Option<&h2::Error>) -> Closed {
+        Closed {
+            why,
+            too_many_pings: e.is_some_and(too_many_pings),
+        }
+    }
+}
+
+/// GOAWAY ENHANCE_YOUR_CALM "too_many_pings" from the server. h2 keeps a GOAWAY's debug data
+/// private but shows it in the error's text, as `(b"too_many_pings")`.
+fn too_many_pings(e: &h2::Error) -> bool {
+    e.is_go_away()
+        && e.is_remote()
+        && e.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM)
+        && e.to_string().contains("\"too_many_pings\"")
+}
+
 /// Opens TCP + HTTP/2. Returns the request sender and a receiver that fires with the reason
 /// when the connection closes. The connection itself runs on its own task so that, after the
 /// subchannel is shut down, calls already on it can finish.
 pub async fn connect(
     addr: &str,
     cfg: &TransportConfig,
-) -> Result<(Sender, tokio::sync::oneshot::Receiver<String>), String> {
+) -> Result<(Sender, tokio::sync::oneshot::Receiver<Closed>), String> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect to {addr}: {e}"))?;
@@ -71,7 +99,7 @@ pub async fn connect(
     let keepalive = cfg
         .keepalive_time
         .map(|interval| keepalive(pings, interval, cfg.keepalive_timeout));
-    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    let (tx, rx) = tokio::sync::oneshot::channel::<Closed>();
     let probe = sender.clone();
     tokio::spawn(async move {
         let mut tx = Some(tx);
@@ -91,21 +119,22 @@ pub async fn connect(
                     if let Some(Poll::Ready(Err(e))) = probe.as_mut().map(|p| p.poll_ready(cx)) {
                         probe = None;
                         if let Some(t) = tx.take() {
-                            let _ = t.send(format!("the server is closing the connection: {e}"));
+                            let why = format!("the server is closing the connection: {e}");
+                            let _ = t.send(Closed::new(why, Some(&e)));
                         }
                     }
                 })
                 .await;
                 match ended {
-                    Ok(()) => "closed by peer".to_string(),
-                    Err(e) => e.to_string(),
+                    Ok(()) => Closed::new("closed by peer".to_string(), None),
+                    Err(e) => Closed::new(e.to_string(), Some(&e)),
                 }
             };
             match keepalive {
                 None => closed.await,
                 Some(keepalive) => tokio::select! {
                     why = closed => why,
-                    why = keepalive => why,
+                    why = keepalive => Closed::new(why, None),
                 },
             }
         };

@@ -929,3 +929,87 @@ fn after_a_goaway_new_calls_use_a_new_connection_while_old_calls_finish() {
     server.release.notify_waiters();
     assert_eq!(slow.join().unwrap().as_deref(), Ok(&b"drain"[..]));
 }
+
+/// A server whose ping policy is stricter than our keepalive (grpc-go's `EnforcementPolicy`)
+/// closes the connection with GOAWAY ENHANCE_YOUR_CALM "too_many_pings". The client must
+/// double that instance's keepalive time for its next connections (gRFC A8), not reconnect and
+/// ping at the same rate forever. The server here is a few lines of raw HTTP/2: it completes
+/// the handshake (SETTINGS, the PING that proves it answers), so the connection is READY, and
+/// then sends that GOAWAY.
+#[test]
+fn goaway_too_many_pings_doubles_the_keepalive_time() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = connections.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(mut tcp) = tcp else { return };
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let frame = |kind: u8, flags: u8, payload: &[u8]| {
+                    let len = (payload.len() as u32).to_be_bytes();
+                    let mut f = vec![len[1], len[2], len[3], kind, flags, 0, 0, 0, 0];
+                    f.extend_from_slice(payload);
+                    f
+                };
+                let mut preface = [0u8; 24];
+                if tcp.read_exact(&mut preface).is_err() {
+                    return;
+                }
+                let _ = tcp.write_all(&frame(4, 0, &[])); // SETTINGS
+                loop {
+                    let mut head = [0u8; 9];
+                    if tcp.read_exact(&mut head).is_err() {
+                        return;
+                    }
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let mut payload = vec![0u8; len];
+                    if tcp.read_exact(&mut payload).is_err() {
+                        return;
+                    }
+                    match (head[3], head[4] & 1) {
+                        (4, 0) => {
+                            let _ = tcp.write_all(&frame(4, 1, &[])); // SETTINGS ACK
+                        }
+                        (6, 0) => {
+                            let _ = tcp.write_all(&frame(6, 1, &payload)); // PING ACK
+                                                                           // A moment later, as a server counting ping strikes would.
+                            std::thread::sleep(Duration::from_millis(200));
+                            let mut goaway = vec![0, 0, 0, 0, 0, 0, 0, 0x0b]; // ENHANCE_YOUR_CALM
+                            goaway.extend_from_slice(b"too_many_pings");
+                            let _ = tcp.write_all(&frame(7, 0, &goaway));
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    let c = Client::connect(
+        &format!("static:///{addr}"),
+        options(&json!({"keepalive_time_ms": 10_000}).to_string()),
+    )
+    .unwrap();
+    assert_eq!(instance(&c, &addr)["keepalive_time_ms"], 10_000);
+    let doubled_twice = eventually(Duration::from_secs(20), || {
+        instance(&c, &addr)["keepalive_time_ms"].as_u64() >= Some(40_000)
+    });
+    let s = instance(&c, &addr);
+    assert!(doubled_twice, "{s}");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("too_many_pings"),
+        "{s}"
+    );
+    assert!(connections.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    c.close();
+
+    // Without keepalive there is nothing to double.
+    let plain = TestServer::start("plain", &[]);
+    let c = Client::connect(&format!("static:///{}", plain.addr), options("{}")).unwrap();
+    assert!(instance(&c, &plain.addr)["keepalive_time_ms"].is_null());
+}

@@ -488,6 +488,9 @@ type InstanceStats struct {
 	Failures       uint64          `json:"failures"`
 	InFlight       uint64          `json:"in_flight"`
 	LastError      string          `json:"last_error"`
+	// KeepaliveTimeMs is the keepalive interval of the instance's next connections (0: off);
+	// it doubles each time the server answers GOAWAY "too_many_pings".
+	KeepaliveTimeMs uint64 `json:"keepalive_time_ms"`
 }
 
 // Stats returns the client's counters and the state of each instance. It does not block.

@@ -190,6 +190,7 @@ impl Balancer {
                     "failures": c.failures,
                     "in_flight": c.in_flight,
                     "last_error": s.last_error(),
+                    "keepalive_time_ms": s.keepalive_time().map(|t| t.as_millis() as u64),
                 })
             })
             .collect();

@@ -109,6 +109,9 @@ pub struct Subchannel {
     /// new connection, or HEALTH_NOT_SERVING.
     health: AtomicU8,
     ejection: Mutex<Ejection>,
+    /// The keepalive time of this instance's next connections, in ms (0: off). Starts at the
+    /// client's `keepalive_time_ms`; doubled each time the server says "too_many_pings".
+    keepalive_ms: AtomicU64,
     shutdown: CancellationToken,
 }
 
@@ -136,6 +139,7 @@ impl Subchannel {
             last_error: Mutex::new(None),
             health: AtomicU8::new(HEALTH_SERVING),
             ejection: Mutex::new(Ejection::default()),
+            keepalive_ms: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
         }))
     }
@@ -289,6 +293,7 @@ impl Subchannel {
     /// instance failed (TRANSIENT_FAILURE, with the panic as its last error) and the loop starts
     /// again: an instance is never left with no task behind it.
     pub fn start(self: Arc<Self>, cfg: ConnectConfig, on_change: Arc<dyn Fn() + Send + Sync>) {
+        self.set_keepalive(&cfg.transport);
         let sc = self.clone();
         let notify = on_change.clone();
         crate::task::spawn_supervised(
@@ -303,19 +308,54 @@ impl Subchannel {
         );
     }
 
+    fn set_keepalive(&self, transport: &TransportConfig) {
+        let ms = transport.keepalive_time.map_or(0, |t| t.as_millis());
+        self.keepalive_ms
+            .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The server closed a connection because we pinged more often than it allows: double
+    /// the keepalive time of the next connections, as grpc-go does (gRFC A8), saturating.
+    fn slow_down_keepalive(&self, transport: &mut TransportConfig) {
+        let Some(time) = transport.keepalive_time else {
+            return;
+        };
+        let doubled = time.saturating_mul(2);
+        log::warn!(
+            "{}: the server sent GOAWAY too_many_pings; keepalive time for its next \
+             connections doubled from {} ms to {} ms",
+            self.addr,
+            time.as_millis(),
+            doubled.as_millis()
+        );
+        transport.keepalive_time = Some(doubled);
+        self.set_keepalive(transport);
+    }
+
+    /// The keepalive time of this instance's next connections (None: off).
+    pub fn keepalive_time(&self) -> Option<Duration> {
+        match self.keepalive_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
     /// The connection loop: connect, serve until the connection closes, reconnect with backoff.
     /// Runs until [`Subchannel::shutdown`].
     pub async fn run(self: Arc<Self>, cfg: ConnectConfig, on_change: Arc<dyn Fn() + Send + Sync>) {
         let b = &cfg.backoff;
         let mut backoff = Backoff::new(b.base_delay, b.multiplier, b.jitter, b.max_delay);
+        // The keepalive time as last doubled (kept across a restart of this loop).
+        let mut transport = TransportConfig {
+            keepalive_time: self.keepalive_time(),
+            ..cfg.transport.clone()
+        };
         loop {
             self.set_state(State::Connecting, &*on_change);
             // gRPC: each attempt gets max(MinConnectTimeout, current backoff).
             let attempt_timeout = cfg.min_connect_timeout.max(backoff.current());
-            let attempt = tokio::time::timeout(
-                attempt_timeout,
-                transport::connect(&self.addr, &cfg.transport),
-            );
+            let attempt =
+                tokio::time::timeout(attempt_timeout, transport::connect(&self.addr, &transport));
             let result = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 r = attempt => r.unwrap_or_else(|_| Err(format!("connect to {} timed out after {} ms", self.addr, attempt_timeout.as_millis()))),
@@ -343,15 +383,22 @@ impl Subchannel {
                     }
                     self.failed_since_ready.store(false, Ordering::Release);
                     self.set_state(State::Ready, &*on_change);
-                    let why = tokio::select! {
+                    let closed = tokio::select! {
                         _ = self.shutdown.cancelled() => None,
-                        why = closed => Some(why.unwrap_or_else(|_| "connection task ended".to_string())),
+                        c = closed => Some(c.unwrap_or_else(|_| transport::Closed {
+                            why: "connection task ended".to_string(),
+                            too_many_pings: false,
+                        })),
                     };
                     if let Some(task) = health {
                         task.abort();
                     }
-                    let Some(why) = why else { return };
+                    let Some(closed) = closed else { return };
                     self.sender.store(None);
+                    if closed.too_many_pings {
+                        self.slow_down_keepalive(&mut transport);
+                    }
+                    let why = closed.why;
                     self.set_last_error(format!("connection to {} closed: {why}", self.addr));
                     self.set_state(State::Idle, &*on_change);
                 }

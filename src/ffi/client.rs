@@ -239,7 +239,8 @@ pub extern "C" fn gf_close(client: *mut gf_client) {
 /// calls, calls_failed, attempts, retries, transparent_retries, hedges, throttled_retries,
 /// retry_tokens, worker_threads (the library runtime's, process-wide), policy, resolved,
 /// resolver_error, and per instance: address, weight, metadata, state, healthy, ejected,
-/// ejected_until_ms, ejections, calls, failures, in_flight, last_error.
+/// ejected_until_ms, ejections, calls, failures, in_flight, last_error, keepalive_time_ms (null:
+/// off; doubled after a GOAWAY "too_many_pings" from that instance).
 ///
 /// `json_out` is required; on 0 it receives a string the caller frees with `gf_string_free`;
 /// untouched otherwise. `error_out` as in `gf_connect`. Never blocks. Thread-safe.
