@@ -4,8 +4,11 @@
 //! response body, and the pass-through codec. Nothing here knows about balancing or retries:
 //! an attempt takes a [`Sender`] and says what happened.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,8 +19,12 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// A handle for opening streams on one HTTP/2 connection (h2's client, used directly: each
 /// call's request and response are driven by the calling task itself, with no per-request task
-/// or channel hop in between).
-pub type Sender = h2::client::SendRequest<Bytes>;
+/// or channel hop in between), with the connection's [`Resets`].
+#[derive(Clone)]
+pub struct Sender {
+    h2: h2::client::SendRequest<Bytes>,
+    resets: Arc<Resets>,
+}
 
 /// How connections are set up and kept alive.
 #[derive(Clone, Debug)]
@@ -68,11 +75,13 @@ pub async fn connect(
     let _ = tcp.set_nodelay(true);
     // A large connection window: h2 bounds the small frames it holds unread (responses end
     // with trailers) by half of it, and a burst of thousands of small calls must fit.
-    let (sender, mut conn) = h2::client::Builder::new()
+    let (h2, mut conn) = h2::client::Builder::new()
         .initial_window_size(1 << 20)
         .initial_connection_window_size(64 << 20)
         .max_frame_size(1 << 16)
         .max_header_list_size(16 << 20)
+        .max_concurrent_reset_streams(MAX_RESET_STREAMS)
+        .max_local_error_reset_streams(None)
         .enable_push(false)
         .handshake::<_, Bytes>(tcp)
         .await
@@ -100,7 +109,11 @@ pub async fn connect(
         .keepalive_time
         .map(|interval| keepalive(pings, interval, cfg.keepalive_timeout));
     let (tx, rx) = tokio::sync::oneshot::channel::<Closed>();
-    let probe = sender.clone();
+    let probe = h2.clone();
+    let sender = Sender {
+        h2,
+        resets: Arc::new(Resets::default()),
+    };
     tokio::spawn(async move {
         let mut tx = Some(tx);
         let mut probe = Some(probe);
@@ -273,11 +286,17 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnError>> {
-        self.0.poll_ready(cx).map_err(|e| ConnError::new(e, true))
+        self.0
+            .h2
+            .poll_ready(cx)
+            .map_err(|e| ConnError::new(e, true))
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> ResponseFuture {
-        let mut sender = self.0.clone();
+        let Sender {
+            h2: mut sender,
+            resets,
+        } = self.0.clone();
         Box::pin(async move {
             // A unary request is one message: collect it and queue HEADERS and one DATA frame
             // with END_STREAM back to back, so they normally leave in one write. Sent as tonic
@@ -311,15 +330,156 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
                     });
                 }
             }
+            let id = u32::from(stream.stream_id());
+            let mut unanswered = Unanswered {
+                stream: Some((response, stream)),
+                id,
+                resets: &resets,
+            };
+            let (response, _) = unanswered.stream.as_mut().expect("just set");
             let response = response.await.map_err(|e| {
                 let never_sent = unprocessed(&e);
                 ConnError::new(e, never_sent)
-            })?;
-            Ok(response.map(|body| ResponseBody {
+            });
+            let (_, stream) = unanswered.stream.take().expect("still set");
+            if response.is_ok() {
+                resets.answered(id);
+            }
+            Ok(response?.map(|body| ResponseBody {
                 body,
                 _request: stream,
             }))
         })
+    }
+}
+
+/// How many streams we reset that h2 remembers (for 1 s each), so that the frames the server
+/// sends on them meanwhile are dropped quietly. h2's default, 50, is exceeded by any burst of
+/// cancelled calls or losing hedges; each frame on a forgotten stream then costs a reset of
+/// h2's own, and h2 ends the connection after 1,024 of those in its lifetime (GOAWAY
+/// ENHANCE_YOUR_CALM "too_many_internal_resets", every call on it failing). Each entry is a
+/// few hundred bytes. And the lifetime cap is off: it guards a server against abusive clients;
+/// a client that drops its connection to a misbehaving server only fails over to another one.
+const MAX_RESET_STREAMS: usize = 4096;
+
+/// How a connection resets the streams of cancelled attempts without looking like an HTTP/2
+/// rapid-reset attack.
+///
+/// Servers count resets (RST_STREAM) of streams they have read but not yet handed to their
+/// application; h2, and so hyper and tonic servers, end the connection with GOAWAY
+/// ENHANCE_YOUR_CALM "too_many_resets" once more than 20 are pending at once, failing every
+/// call on it. Losing hedges and cancelled calls are exactly such resets when the server is
+/// behind: a paused or overloaded instance reads a whole backlog of requests and their resets
+/// in one go. No age makes a reset safe; an answer does. A server hands streams to its
+/// application in the order they were opened, so once a stream has been answered, it and every
+/// stream opened before it have been taken in and may be reset freely.
+///
+/// So a stream not answered yet, opened after the last answered one, is reset at once only
+/// while fewer than [`UNCONFIRMED_MAX`] such resets are outstanding. Past that it is held: a
+/// small task waits for its answer (or for a later stream's) and resets it then. An instance
+/// that always loses the hedging race answers only streams that were given up on, so the held
+/// streams must confirm themselves. The caller's call is over at once either way; only the
+/// RST_STREAM waits. While nothing is outstanding, a call pays one relaxed load for this.
+pub struct Resets {
+    /// Whether resets are outstanding or held: answers then update `answered`.
+    watching: AtomicBool,
+    /// The highest stream id answered while watching; held streams wait on it.
+    answered: tokio::sync::watch::Sender<u32>,
+    /// Stream ids reset while the server may not have taken them in yet.
+    unconfirmed: Mutex<VecDeque<u32>>,
+    /// Streams waiting for an answer before their reset.
+    held: AtomicUsize,
+}
+
+impl Default for Resets {
+    fn default() -> Resets {
+        Resets {
+            watching: AtomicBool::new(false),
+            answered: tokio::sync::watch::Sender::new(0),
+            unconfirmed: Mutex::new(VecDeque::new()),
+            held: AtomicUsize::new(0),
+        }
+    }
+}
+
+type OpenStream = (h2::client::ResponseFuture, h2::SendStream<Bytes>);
+
+/// Below h2's limit of 20 with room for a few from elsewhere (a server that counts a little
+/// differently, resets from before the last answer the server has not applied yet).
+const UNCONFIRMED_MAX: usize = 8;
+
+/// Past this many held streams on one connection, a cancelled stream is reset at once anyway:
+/// a server that answers nothing while thousands of streams are cancelled is stalled, and its
+/// connection is going to be given up on.
+const HELD_MAX: usize = 4096;
+
+impl Resets {
+    /// Stream `id` was answered: the server has taken it and every earlier stream in.
+    fn answered(&self, id: u32) {
+        if !self.watching.load(Ordering::Relaxed) {
+            return;
+        }
+        self.answered.send_if_modified(|a| {
+            let newer = id > *a;
+            if newer {
+                *a = id;
+            }
+            newer
+        });
+        let answered = *self.answered.borrow();
+        let mut unconfirmed = self.unconfirmed.lock().expect("resets lock");
+        // (Cancellations come roughly, not strictly, in stream order: no early exit.)
+        unconfirmed.retain(|&u| u > answered);
+        if unconfirmed.is_empty() && self.held.load(Ordering::Acquire) == 0 {
+            self.watching.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// A stream the server has not answered is being given up: reset it now or hold it.
+    fn cancel(self: &Arc<Self>, id: u32, stream: OpenStream) {
+        if id <= *self.answered.borrow() {
+            return; // taken in already: the reset is safe
+        }
+        {
+            let mut unconfirmed = self.unconfirmed.lock().expect("resets lock");
+            self.watching.store(true, Ordering::Relaxed);
+            let answered = *self.answered.borrow();
+            unconfirmed.retain(|&u| u > answered);
+            if unconfirmed.len() < UNCONFIRMED_MAX || self.held.load(Ordering::Acquire) >= HELD_MAX
+            {
+                unconfirmed.push_back(id);
+                return; // `stream` is dropped, so reset, after the lock
+            }
+            self.held.fetch_add(1, Ordering::AcqRel);
+        }
+        let resets = self.clone();
+        let mut answers = self.answered.subscribe();
+        crate::runtime::handle().spawn(async move {
+            let (response, _send) = stream;
+            tokio::select! {
+                r = response => if r.is_ok() {
+                    resets.answered(id);
+                },
+                _ = answers.wait_for(|&a| a >= id) => {}
+            }
+            resets.held.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+/// A request sent whose response headers have not come back. Dropped so (a hedge that lost, a
+/// cancelled call, a deadline), it goes to the connection's [`Resets`].
+struct Unanswered<'a> {
+    stream: Option<OpenStream>,
+    id: u32,
+    resets: &'a Arc<Resets>,
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(stream) = self.stream.take() {
+            self.resets.cancel(self.id, stream);
+        }
     }
 }
 

@@ -1013,3 +1013,58 @@ fn goaway_too_many_pings_doubles_the_keepalive_time() {
     let c = Client::connect(&format!("static:///{}", plain.addr), options("{}")).unwrap();
     assert!(instance(&c, &plain.addr)["keepalive_time_ms"].is_null());
 }
+
+/// Hedges that lose are cancelled (RST_STREAM) right after they were sent, before the server
+/// has taken them in. Servers count such resets as an HTTP/2 rapid-reset attack (h2/hyper: more
+/// than 20 pending at once) and end the connection with GOAWAY ENHANCE_YOUR_CALM
+/// "too_many_resets", failing every call on it. The client must cancel losing hedges in a way
+/// that does not trip this: under a burst of hedged calls no call fails and no connection is
+/// torn down.
+#[test]
+fn a_burst_of_cancelled_hedges_does_not_trip_rapid_reset_protection() {
+    let a = TestServer::start("a", &[]);
+    let b = TestServer::start("b", &[]);
+    let config = hedging_config(json!({"maxAttempts": 5, "hedgingDelay": "0s"}));
+    let c = client_with(&[&a, &b], config, json!({}));
+    assert!(wait_ready(&c, 2, Duration::from_secs(10)), "{}", c.stats());
+    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let (c, failed) = (c.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let opts = CallOptions {
+                    timeout: Some(Duration::from_secs(30)),
+                    ..Default::default()
+                };
+                for _ in 0..300 {
+                    if let Err(e) =
+                        block_on(c.invoke("/test.Svc/Echo", Bytes::from_static(b"x"), &opts))
+                    {
+                        failed.lock().unwrap().push(e.to_string());
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let failed = failed.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} of 9600 calls failed, first: {:?}; {}",
+        failed.len(),
+        failed.first(),
+        c.stats()
+    );
+    for s in [&a, &b] {
+        let i = instance(&c, &s.addr);
+        let err = i["last_error"].as_str().unwrap_or("");
+        assert!(
+            !err.contains("too_many_resets") && !err.contains("excessive"),
+            "{i}"
+        );
+    }
+    let hedges = c.stats()["hedges"].as_u64().unwrap();
+    assert!(hedges >= 9600, "hedges were sent: {}", c.stats());
+}
