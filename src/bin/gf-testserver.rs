@@ -13,7 +13,11 @@
 //! service: UNIMPLEMENTED), --fail-after-headers (injected failures come after the response
 //! headers, so the call is committed), --die-after-headers (the process exits after sending the
 //! first call's response headers: a connection lost mid-response), and --etcd ENDPOINTS
-//! --prefix P --weight W --ttl S to register itself (deregistered on SIGTERM).
+//! --prefix P --weight W --ttl S to register itself.
+//!
+//! SIGTERM (or Ctrl-C) drains gracefully, as a server being restarted does: it stops accepting,
+//! deregisters from etcd, reports NOT_SERVING to health watchers (and ends their streams), sends
+//! GOAWAY on every connection, lets the calls in flight finish (at most 10 s) and exits 0.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -124,7 +128,12 @@ const NOT_SERVING: u8 = 2;
 struct Server {
     cfg: Config,
     serving: tokio::sync::watch::Sender<u8>,
+    /// Becomes true when the server starts draining.
+    draining: tokio::sync::watch::Sender<bool>,
 }
+
+/// How long a drain waits for the calls in flight before the process exits anyway.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 fn main() {
     let cfg = parse_args();
@@ -169,7 +178,14 @@ async fn run(cfg: Config) {
     };
 
     let (serving, _) = tokio::sync::watch::channel(SERVING);
-    let server = Arc::new(Server { cfg, serving });
+    let (draining, _) = tokio::sync::watch::channel(false);
+    let server = Arc::new(Server {
+        cfg,
+        serving,
+        draining,
+    });
+    // Every connection task holds a clone; recv() returns None once all of them have ended.
+    let (conn_alive, mut conns_done) = tokio::sync::mpsc::channel::<()>(1);
     let accept = async {
         loop {
             let (stream, _) = match listener.accept().await {
@@ -178,17 +194,32 @@ async fn run(cfg: Config) {
             };
             let _ = stream.set_nodelay(true);
             let server = server.clone();
+            let alive = conn_alive.clone();
             tokio::spawn(async move {
+                let mut drain = server.draining.subscribe();
+                let svc_server = server.clone();
                 let svc = hyper::service::service_fn(move |req| {
-                    let server = server.clone();
+                    let server = svc_server.clone();
                     async move { Ok::<_, Infallible>(server.handle(req).await) }
                 });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .max_concurrent_streams(None)
                     .initial_stream_window_size(1 << 20)
                     .initial_connection_window_size(4 << 20)
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                    .serve_connection(TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                let drained = async {
+                    let _ = drain.wait_for(|d| *d).await;
+                };
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = drained => {
+                        // GOAWAY: the client opens no new streams here, the open ones finish.
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+                drop(alive);
             });
         }
     };
@@ -199,10 +230,28 @@ async fn run(cfg: Config) {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    // The drain, in the order a graceful restart needs: no new connections, out of the
+    // registry, NOT_SERVING for the health watchers, then GOAWAY and the calls in flight.
+    drop(listener);
     if let Some(r) = registration {
         if let Err(e) = r.deregister().await {
             eprintln!("gf-testserver: deregister: {e}");
         }
+    }
+    server
+        .serving
+        .send_if_modified(|s| std::mem::replace(s, NOT_SERVING) != NOT_SERVING);
+    server.draining.send_replace(true);
+    drop(conn_alive);
+    if tokio::time::timeout(DRAIN_LIMIT, conns_done.recv())
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "gf-testserver {}: calls still in flight after {} s of draining",
+            server.cfg.name,
+            DRAIN_LIMIT.as_secs()
+        );
     }
     std::process::exit(0);
 }
@@ -345,12 +394,19 @@ impl Server {
         _req: Request<Bytes>,
     ) -> Result<Response<Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send>>>, Status> {
         let rx = self.serving.subscribe();
-        let updates = stream::unfold((rx, true), |(mut rx, first)| async move {
-            if !first && rx.changed().await.is_err() {
-                return None;
+        let drain = self.draining.subscribe();
+        // Sends the status and each change; once the server drains (after its NOT_SERVING has
+        // gone out) the stream ends, so that it does not hold the connection open.
+        let updates = stream::unfold((rx, drain, true), |(mut rx, mut drain, first)| async move {
+            if !first {
+                tokio::select! {
+                    biased;
+                    changed = rx.changed() => changed.ok()?,
+                    _ = drain.wait_for(|d| *d) => return None,
+                }
             }
             let status = *rx.borrow_and_update();
-            Some((Ok(health_response(status)), (rx, false)))
+            Some((Ok(health_response(status)), (rx, drain, false)))
         });
         Ok(Response::new(Box::pin(updates)))
     }
