@@ -10,7 +10,7 @@ export GF_LIBRARY := $(LIB_DIR)/libgrpc_failover.so
 export GF_TESTSERVER := $(LIB_DIR)/gf-testserver
 export GF_INCLUDE := $(CURDIR)/include
 
-.PHONY: all deps build check-header test test-rust test-c test-chaos test-examples test-python test-go demo bench install clean lint
+.PHONY: all deps build check-header test test-rust test-faults test-c test-chaos test-examples test-python test-go demo bench install clean lint
 
 all: build
 
@@ -33,6 +33,10 @@ test: check-header lint test-rust test-c test-chaos test-examples test-python te
 
 test-rust: build
 	$(CARGO) test --release -- --test-threads=2
+
+# The fault suite alone (test-rust runs it too), printing one summary line per fault.
+test-faults: build
+	$(CARGO) test --release --test faults -- --nocapture --test-threads=2
 
 test-c: build
 	bash tests/c/run.sh

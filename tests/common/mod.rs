@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use grpc_failover::{CallOptions, Client, Options};
@@ -52,12 +52,20 @@ impl TestServer {
         }
     }
 
-    /// SIGTERM and wait: the server deregisters first when it registered itself.
-    pub fn terminate(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            signal(c.id(), libc::SIGTERM);
-            let _ = c.wait();
-        }
+    /// SIGTERM and wait: the server drains (deregisters when it registered itself, GOAWAY,
+    /// finishes its calls). Returns how it exited (None when it was not running).
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut c = self.child.take()?;
+        signal(c.id(), libc::SIGTERM);
+        c.wait().ok()
+    }
+
+    /// A graceful restart: SIGTERM, wait for the drain to end, start again on the same address
+    /// with the same flags. Returns how the old process exited.
+    pub fn restart_gracefully(&mut self) -> Option<ExitStatus> {
+        let status = self.terminate();
+        self.respawn();
+        status
     }
 
     /// SIGSTOP: the process keeps its sockets open but answers nothing (a hung host).
@@ -76,6 +84,10 @@ impl TestServer {
     /// Starts again on the same address with the same flags.
     pub fn restart(&mut self) {
         self.kill();
+        self.respawn();
+    }
+
+    fn respawn(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             // The port can stay busy for a moment after the old process is gone.
@@ -161,8 +173,32 @@ impl Etcd {
         c.pop().expect("one member")
     }
 
+    /// A single-node etcd whose ports are chosen but which is not running yet: a registry
+    /// that is unreachable until [`Etcd::launch`].
+    pub fn not_started() -> Etcd {
+        Self::members(1).pop().expect("one member")
+    }
+
+    /// Starts a member made by [`Etcd::not_started`] and waits until it is healthy.
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "etcd {} is running", self.endpoint);
+        self.spawn();
+        self.wait_healthy(Duration::from_secs(30));
+    }
+
     /// A cluster of `n` members on loopback, all started and healthy.
     pub fn cluster(n: usize) -> Vec<Etcd> {
+        let mut out = Self::members(n);
+        for m in out.iter_mut() {
+            m.spawn();
+        }
+        for m in out.iter() {
+            m.wait_healthy(Duration::from_secs(30));
+        }
+        out
+    }
+
+    fn members(n: usize) -> Vec<Etcd> {
         let members: Vec<(String, u16, u16)> = (0..n)
             .map(|i| (format!("m{i}"), free_port(), free_port()))
             .collect();
@@ -171,7 +207,7 @@ impl Etcd {
             .map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut out: Vec<Etcd> = members
+        members
             .into_iter()
             .map(|(name, client, peer)| Etcd {
                 client_url: format!("http://127.0.0.1:{client}"),
@@ -184,14 +220,7 @@ impl Etcd {
                 extra: Vec::new(),
                 child: None,
             })
-            .collect();
-        for m in out.iter_mut() {
-            m.spawn();
-        }
-        for m in out.iter() {
-            m.wait_healthy(Duration::from_secs(30));
-        }
-        out
+            .collect()
     }
 
     fn spawn(&mut self) {
@@ -273,6 +302,25 @@ impl Etcd {
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
+    }
+
+    /// Whether this member is the cluster's leader now.
+    pub fn is_leader(&self) -> bool {
+        let Ok(out) = self.ctl(&["endpoint", "status", "-w", "json"]) else {
+            return false;
+        };
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        let status = &v[0]["Status"];
+        !status["leader"].is_null() && status["leader"] == status["header"]["member_id"]
+    }
+
+    /// Compacts the whole history up to the current revision; returns that revision.
+    pub fn compact(&self) -> i64 {
+        let out = self.ctl_retry(&["put", "gf-test/compact-mark", "x", "-w", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).expect("etcdctl put -w json");
+        let revision = v["header"]["revision"].as_i64().expect("a revision");
+        self.ctl_retry(&["compact", &revision.to_string()]);
+        revision
     }
 
     pub fn put(&self, key: &str, value: &str) {
