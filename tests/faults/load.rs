@@ -170,4 +170,15 @@ impl Report {
             self.fault, self.errors, self.stats
         );
     }
+
+    /// Asserts that the backend `name` served calls during the fault (one the fault added or
+    /// brought back).
+    pub fn assert_served_by(&self, name: &str) {
+        assert!(
+            self.by_server.contains_key(name),
+            "fault {}: {name} served no call: {:?}",
+            self.fault,
+            self.by_server
+        );
+    }
 }

@@ -238,11 +238,7 @@ fn etcd_leader_killed_and_back() {
         sleep_ms(500);
     });
     report.check();
-    assert!(
-        report.by_server.contains_key("s3"),
-        "{:?}",
-        report.by_server
-    );
+    report.assert_served_by("s3");
 }
 
 /// (5) The history is compacted under a watch: once while the watch is live, and once while
@@ -282,11 +278,7 @@ fn etcd_compacted_during_watch() {
         );
     });
     report.check();
-    assert!(
-        report.by_server.contains_key("s3"),
-        "{:?}",
-        report.by_server
-    );
+    report.assert_served_by("s3");
 }
 
 /// (6) etcd is not running when the client starts, and comes up some 1.5 s later. Calls made
@@ -343,9 +335,5 @@ fn resets_mid_call() {
         "no call was hit by a reset: {}",
         report.stats
     );
-    assert!(
-        report.by_server.contains_key("s2"),
-        "{:?}",
-        report.by_server
-    );
+    report.assert_served_by("s2");
 }
