@@ -10,7 +10,7 @@ export GF_LIBRARY := $(LIB_DIR)/libgrpc_failover.so
 export GF_TESTSERVER := $(LIB_DIR)/gf-testserver
 export GF_INCLUDE := $(CURDIR)/include
 
-.PHONY: all deps build check-header test test-rust test-faults test-c test-chaos test-examples test-python test-go demo bench install clean lint
+.PHONY: all deps build check-header test test-rust test-faults test-c test-chaos test-examples test-python test-go test-fuzz fuzz demo bench install clean lint
 
 all: build
 
@@ -28,7 +28,7 @@ lint: build
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-test: check-header lint test-rust test-c test-chaos test-examples test-python test-go
+test: check-header lint test-rust test-c test-chaos test-examples test-python test-go test-fuzz
 	@echo "all test suites passed"
 
 test-rust: build
@@ -53,6 +53,17 @@ test-python: build
 
 test-go: build
 	bash bindings/go/run_tests.sh
+
+# Each fuzz target (fuzz/README.md) for FUZZ_SECONDS under libFuzzer + ASan; needs nightly
+# and cargo-fuzz. FUZZ_TARGETS picks some. New inputs stay in fuzz/corpus.
+FUZZ_SECONDS ?= 60
+fuzz: build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh $(FUZZ_TARGETS)
+
+# The short run of every fuzz target that `make test` does (a replay of the seeds on stable
+# when there is no nightly).
+test-fuzz: build
+	bash scripts/fuzz.sh --smoke
 
 demo: build
 	bash examples/demo.sh

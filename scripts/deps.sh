@@ -33,3 +33,14 @@ if ! command -v protoc >/dev/null 2>&1; then
     exit 1
 fi
 command -v etcd >/dev/null 2>&1 || echo "deps: warning: etcd is not installed; etcd tests will fail" >&2
+
+# The fuzzers (make fuzz, make test-fuzz) need the nightly toolchain; without it they fall
+# back to a replay on stable. With it, install cargo-fuzz once from crates.io. Best effort: a
+# failure here only means the fallback runs.
+if cargo +nightly --version >/dev/null 2>&1; then
+    if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+        echo "deps: installing cargo-fuzz"
+        cargo install --quiet --locked cargo-fuzz --version 0.13.1 ||
+            echo "deps: warning: cargo-fuzz did not install; make test-fuzz replays seeds on stable" >&2
+    fi
+fi

@@ -43,6 +43,15 @@ pub mod bench_internals {
     pub use crate::balancer::subchannel::Subchannel;
 }
 
+/// What the fuzz targets in `fuzz/` drive below the C ABI. Not part of the API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::metadata::{append_to, header_list_size, to_pairs, validate_metadata};
+    pub use crate::resolver::etcd::range_end;
+    pub use crate::resolver::{decode_record, encode_record, weight_of, MAX_WEIGHT};
+    pub use crate::target::{validate_addr, Target};
+}
+
 /// The library version, as `gf_version()` reports it.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 

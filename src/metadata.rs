@@ -53,7 +53,7 @@ pub fn header_list_size(metadata: &Metadata) -> u64 {
 }
 
 /// Appends checked metadata (see [`validate_metadata`]) to a request's map.
-pub(crate) fn append_to(md: &mut MetadataMap, metadata: &Metadata) {
+pub fn append_to(md: &mut MetadataMap, metadata: &Metadata) {
     for (key, value) in metadata {
         if key.ends_with("-bin") {
             if let Ok(k) = MetadataKey::from_bytes(key.as_bytes()) {
@@ -69,7 +69,7 @@ pub(crate) fn append_to(md: &mut MetadataMap, metadata: &Metadata) {
 }
 
 /// A response's headers or trailers as pairs, without the ones gRPC itself uses.
-pub(crate) fn to_pairs(md: &MetadataMap) -> Metadata {
+pub fn to_pairs(md: &MetadataMap) -> Metadata {
     let mut out = Vec::new();
     for kv in md.iter() {
         match kv {

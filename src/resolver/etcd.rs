@@ -167,7 +167,7 @@ async fn list(
 }
 
 /// The end of the key range holding every key that starts with `prefix` (etcd's prefix rule).
-fn range_end(prefix: &[u8]) -> Vec<u8> {
+pub fn range_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

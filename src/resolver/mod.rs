@@ -70,7 +70,7 @@ pub fn decode_record(key: &str, value: &[u8]) -> Result<Endpoint, String> {
 
 /// The largest weight: larger ones count as this. Weighted round robin keeps exact shares for
 /// weights up to it, and any number of instances can sum their weights without overflow.
-pub(crate) const MAX_WEIGHT: f64 = 1e6;
+pub const MAX_WEIGHT: f64 = 1e6;
 
 /// The weight in an instance's metadata (the `weight` field of an object, or a JSON string that
 /// holds such an object); 1 when absent or not a non-negative finite JSON number (a string

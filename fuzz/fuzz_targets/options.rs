@@ -1,0 +1,11 @@
+//! The `options` fuzz target: see `grpc_failover_fuzz::options`. Under cargo-fuzz (`--cfg fuzzing`) a
+//! libFuzzer entry point; otherwise a replay binary: `options FILE|DIR...` runs each input once.
+#![cfg_attr(fuzzing, no_main)]
+
+#[cfg(fuzzing)]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| grpc_failover_fuzz::options::run(data));
+
+#[cfg(not(fuzzing))]
+fn main() {
+    grpc_failover_fuzz::replay_main("options", grpc_failover_fuzz::options::run);
+}
