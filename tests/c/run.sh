@@ -4,8 +4,10 @@
 # Builds the C11 and the C++17 test programs against include/grpc_failover.h, links each once
 # against the shared and once against the static library, runs all four at full size, then
 # runs the C program (shared) and the C++ program (static) again under a memory checker with
-# the heavy loops scaled down. Also checks that the header compiles alone as C11 and C++17 and
-# that examples/client.c builds and runs. Exits non-zero if any step fails.
+# the heavy loops scaled down, and once more built with ASan and UBSan against the library
+# built with ASan (tests/c/README.md, "Sanitizers"). Also checks that the header compiles
+# alone as C11 and C++17 and that examples/client.c builds and runs. Exits non-zero if any
+# step fails.
 #
 # Environment (defaults relative to the repository root):
 #   GF_LIBRARY         target/release/libgrpc_failover.so
@@ -20,6 +22,8 @@
 #                      `--no-default-features` (glibc's malloc instead of mimalloc, whose heap
 #                      valgrind and LSan cannot see)
 #   GF_MEMCHECK_SCALE  loop scale under the memory checker (default 0.5)
+#   GF_SANITIZERS      auto (default: the library built with nightly's -Zsanitizer=address
+#                      when nightly is installed, else uninstrumented) | c-only | off
 #   CC, CXX            compilers (default cc, c++)
 set -uo pipefail
 
@@ -193,6 +197,52 @@ if [ $build_ok = 1 ]; then
         failed+=("GF_MEMCHECK")
         ;;
     esac
+
+    # Sanitizers, at full size: the C program (shared) and the C++ program (static) built with
+    # ASan and UBSan (any report fails), linked against the library built with the nightly
+    # toolchain's -Zsanitizer=address and debug assertions (overflow checks and std's checks of
+    # unsafe preconditions), so that ASan watches the Rust side of every call too. Without a
+    # nightly toolchain the programs still run under ASan + UBSan, against the uninstrumented
+    # library (which valgrind covers above).
+    SAN_FLAGS=(-fsanitize=address,undefined -fno-sanitize-recover=undefined
+        -fno-omit-frame-pointer)
+    SAN_ENV=(-u LD_LIBRARY_PATH ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:exitcode=99
+        UBSAN_OPTIONS=print_stacktrace=1 GF_TEST_TIMEOUT_S=300)
+    sanitizer_build() {
+        SAN_LIBRARY=""
+        if [ "${GF_SANITIZERS:-auto}" != c-only ] && cargo +nightly --version >/dev/null 2>&1; then
+            local host
+            host="$(rustc -vV | sed -n 's/^host: //p')"
+            (cd "$ROOT" && CARGO_TARGET_DIR=target/asan RUSTFLAGS="-Zsanitizer=address \
+                -Cdebug-assertions=on -Coverflow-checks=on -Cforce-frame-pointers=yes" \
+                cargo +nightly build --release --lib --no-default-features --quiet \
+                --target "$host") || return 1
+            SAN_LIBRARY="$ROOT/target/asan/$host/release/libgrpc_failover.so"
+            echo "library: built with -Zsanitizer=address and debug assertions ($SAN_LIBRARY)"
+        else
+            [ -n "${MC_LIBRARY:-}" ] || memcheck_build || return 1
+            SAN_LIBRARY="$MC_LIBRARY"
+            echo "library: uninstrumented (no nightly toolchain, or GF_SANITIZERS=c-only): $SAN_LIBRARY"
+        fi
+        local dir
+        dir="$(cd "$(dirname "$SAN_LIBRARY")" && pwd)"
+        "$CC" "${CFLAGS[@]}" "${SAN_FLAGS[@]}" -o "$OUT/test_api_c_san_shared" \
+            "$HERE/test_api.c" -L "$dir" -l"$LIB_NAME" -Wl,-rpath,"$dir" &&
+            # shellcheck disable=SC2086 # a list of linker flags, split on purpose
+            "$CXX" "${CXXFLAGS[@]}" "${SAN_FLAGS[@]}" -o "$OUT/test_api_cpp_san_static" \
+                "$HERE/test_api.cpp" "${SAN_LIBRARY%.so}.a" $GF_STATIC_LIBS
+    }
+    if [ "${GF_SANITIZERS:-auto}" = off ]; then
+        echo "(sanitizers skipped: GF_SANITIZERS=off)"
+    else
+        step "sanitizers: C (shared) and C++ (static) under ASan + UBSan"
+        if run "build for the sanitizers" sanitizer_build; then
+            run "C shared under ASan + UBSan" env "${SAN_ENV[@]}" timeout -k 10 600 \
+                "$OUT/test_api_c_san_shared"
+            run "C++ static under ASan + UBSan" env "${SAN_ENV[@]}" timeout -k 10 600 \
+                "$OUT/test_api_cpp_san_static"
+        fi
+    fi
 fi
 
 echo
