@@ -10,7 +10,7 @@ export GF_LIBRARY := $(LIB_DIR)/libgrpc_failover.so
 export GF_TESTSERVER := $(LIB_DIR)/gf-testserver
 export GF_INCLUDE := $(CURDIR)/include
 
-.PHONY: all deps build check-header test test-rust test-faults test-c test-chaos test-examples test-python test-go test-fuzz fuzz demo bench install clean lint
+.PHONY: all deps build check-header test test-rust test-faults test-c test-chaos test-examples test-python test-go test-fuzz test-miri fuzz demo bench install clean lint
 
 all: build
 
@@ -28,7 +28,7 @@ lint: build
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-test: check-header lint test-rust test-c test-chaos test-examples test-python test-go test-fuzz
+test: check-header lint test-rust test-c test-chaos test-examples test-python test-go test-fuzz test-miri
 	@echo "all test suites passed"
 
 test-rust: build
@@ -64,6 +64,11 @@ fuzz: build
 # when there is no nightly).
 test-fuzz: build
 	bash scripts/fuzz.sh --smoke
+
+# The C ABI's unsafe helpers (strings, buffers, handles, the panic boundary) under Miri,
+# when the nightly toolchain has it.
+test-miri: deps
+	bash scripts/miri.sh
 
 demo: build
 	bash examples/demo.sh

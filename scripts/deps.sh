@@ -34,13 +34,19 @@ if ! command -v protoc >/dev/null 2>&1; then
 fi
 command -v etcd >/dev/null 2>&1 || echo "deps: warning: etcd is not installed; etcd tests will fail" >&2
 
-# The fuzzers (make fuzz, make test-fuzz) need the nightly toolchain; without it they fall
-# back to a replay on stable. With it, install cargo-fuzz once from crates.io. Best effort: a
-# failure here only means the fallback runs.
+# The fuzzers (make fuzz, make test-fuzz), the sanitizer build (tests/c) and Miri (make
+# test-miri) need the nightly toolchain; without it those steps fall back or skip, as each says.
+# With it, install what they need once: cargo-fuzz from crates.io, Miri and the std sources
+# from rustup. Best effort: a failure here only means the fallback runs.
 if cargo +nightly --version >/dev/null 2>&1; then
     if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
         echo "deps: installing cargo-fuzz"
         cargo install --quiet --locked cargo-fuzz --version 0.13.1 ||
             echo "deps: warning: cargo-fuzz did not install; make test-fuzz replays seeds on stable" >&2
+    fi
+    if ! cargo +nightly miri --version >/dev/null 2>&1; then
+        echo "deps: adding miri and rust-src to the nightly toolchain"
+        rustup component add --toolchain nightly miri rust-src >/dev/null 2>&1 ||
+            echo "deps: warning: rustup could not add miri; make test-miri skips" >&2
     fi
 fi

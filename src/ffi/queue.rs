@@ -264,3 +264,53 @@ fn start_queued(
     });
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CallResult, Code};
+
+    fn push(queue: *mut gf_queue, tag: u64) {
+        let status = Status::new(Code::Aborted, format!("call {tag}"));
+        queue_arg(queue).unwrap().queue.push(Completion {
+            tag,
+            result: Box::new(gf_result::new(CallResult::error(status))),
+        });
+    }
+
+    /// Run under Miri by `make test-miri`: `fill` writes into the caller's array, the caller
+    /// owns what it took, and freeing the queue frees what it still held.
+    #[test]
+    fn poll_hands_out_owned_results_in_order_and_free_drops_the_rest() {
+        let mut queue = std::ptr::null_mut();
+        assert_eq!(gf_queue_new(&mut queue, std::ptr::null_mut()), 0);
+        assert!(gf_queue_fd(queue) >= 0);
+        for tag in 1..=5 {
+            push(queue, tag);
+        }
+        let mut out: [gf_completion; 3] = std::array::from_fn(|_| gf_completion {
+            tag: 0,
+            result: std::ptr::null_mut(),
+        });
+        assert_eq!(gf_queue_poll(queue, out.as_mut_ptr(), 0), 0);
+        assert_eq!(gf_queue_poll(queue, std::ptr::null_mut(), 3), 0);
+        assert_eq!(gf_queue_poll(queue, out.as_mut_ptr(), 3), 3);
+        for (i, c) in out.iter().enumerate() {
+            assert_eq!(c.tag, i as u64 + 1);
+            assert_eq!(super::super::result::gf_result_code(c.result), 10);
+            super::super::result::gf_result_free(c.result);
+        }
+        let mut taken = 0;
+        assert_eq!(
+            gf_queue_wait(queue, out.as_mut_ptr(), 1, &mut taken, std::ptr::null_mut()),
+            0
+        );
+        assert_eq!((taken, out[0].tag), (1, 4));
+        super::super::result::gf_result_free(out[0].result);
+        // Tag 5 is still waiting: freeing the queue frees it.
+        gf_queue_free(queue);
+        assert_eq!(gf_queue_poll(std::ptr::null_mut(), out.as_mut_ptr(), 3), 0);
+        assert_eq!(gf_queue_fd(std::ptr::null()), -1);
+        gf_queue_free(std::ptr::null_mut());
+    }
+}
