@@ -312,6 +312,7 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
                     refuses_streams: false,
                 })?
                 .to_bytes();
+            resets.room().await;
             let (response, mut stream) = sender
                 .send_request(http::Request::from_parts(parts, ()), bytes.is_empty())
                 .map_err(|e| ConnError::new(e, true))?;
@@ -380,6 +381,13 @@ const MAX_RESET_STREAMS: usize = 4096;
 /// that always loses the hedging race answers only streams that were given up on, so the held
 /// streams must confirm themselves. The caller's call is over at once either way; only the
 /// RST_STREAM waits. While nothing is outstanding, a call pays one relaxed load for this.
+///
+/// A server that takes nothing in for a while (paused, or starved of CPU) while its streams
+/// keep losing hedges piles up held streams. Past [`HELD_MAX`] of them the connection opens no
+/// new stream until the server has taken some in: resetting at once instead would hand the
+/// server its whole backlog of resets in one read, the GOAWAY this exists to avoid. Attempts
+/// that wait so go nowhere else; a hedge to another instance, or the call's end, drops them
+/// before they open a stream.
 pub struct Resets {
     /// Whether resets are outstanding or held: answers then update `answered`.
     watching: AtomicBool,
@@ -389,6 +397,8 @@ pub struct Resets {
     unconfirmed: Mutex<VecDeque<u32>>,
     /// Streams waiting for an answer before their reset.
     held: AtomicUsize,
+    /// Wakes the streams waiting to open while `held` is at [`HELD_MAX`].
+    room: tokio::sync::Notify,
 }
 
 impl Default for Resets {
@@ -398,6 +408,7 @@ impl Default for Resets {
             answered: tokio::sync::watch::Sender::new(0),
             unconfirmed: Mutex::new(VecDeque::new()),
             held: AtomicUsize::new(0),
+            room: tokio::sync::Notify::new(),
         }
     }
 }
@@ -408,10 +419,10 @@ type OpenStream = (h2::client::ResponseFuture, h2::SendStream<Bytes>);
 /// differently, resets from before the last answer the server has not applied yet).
 const UNCONFIRMED_MAX: usize = 8;
 
-/// Past this many held streams on one connection, a cancelled stream is reset at once anyway:
-/// a server that answers nothing while thousands of streams are cancelled is stalled, and its
-/// connection is going to be given up on.
-const HELD_MAX: usize = 4096;
+/// At this many held streams a connection opens no new stream until one is released (see
+/// [`Resets`]). It bounds the backlog a stalled server has to work through and the memory
+/// held for it (a stream's state and a small task each).
+const HELD_MAX: usize = 1024;
 
 impl Resets {
     /// Stream `id` was answered: the server has taken it and every earlier stream in.
@@ -445,8 +456,7 @@ impl Resets {
             self.watching.store(true, Ordering::Relaxed);
             let answered = *self.answered.borrow();
             unconfirmed.retain(|&u| u > answered);
-            if unconfirmed.len() < UNCONFIRMED_MAX || self.held.load(Ordering::Acquire) >= HELD_MAX
-            {
+            if unconfirmed.len() < UNCONFIRMED_MAX {
                 unconfirmed.push_back(id);
                 return; // `stream` is dropped, so reset, after the lock
             }
@@ -462,8 +472,24 @@ impl Resets {
                 },
                 _ = answers.wait_for(|&a| a >= id) => {}
             }
-            resets.held.fetch_sub(1, Ordering::AcqRel);
+            if resets.held.fetch_sub(1, Ordering::AcqRel) == HELD_MAX {
+                resets.room.notify_waiters();
+            }
         });
+    }
+
+    /// Waits while the connection holds [`HELD_MAX`] streams; at once otherwise.
+    async fn room(&self) {
+        while self.held.load(Ordering::Acquire) >= HELD_MAX {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so that a release in between is not missed.
+            notified.as_mut().enable();
+            if self.held.load(Ordering::Acquire) < HELD_MAX {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 

@@ -1058,6 +1058,76 @@ fn a_burst_of_cancelled_hedges_does_not_trip_rapid_reset_protection() {
         failed.first(),
         c.stats()
     );
-    let hedges = c.stats()["hedges"].as_u64().unwrap();
-    assert!(hedges >= 9600, "hedges were sent: {}", c.stats());
+    let stats = c.stats();
+    assert!(
+        stats["hedges"].as_u64().unwrap() >= 9600,
+        "hedges were sent: {stats}"
+    );
+    // No connection was lost either (a GOAWAY "too_many_resets" shows as failures there).
+    for instance in stats["instances"].as_array().unwrap() {
+        assert!(instance["last_error"].is_null(), "{stats}");
+    }
+}
+
+/// A paused instance keeps losing hedges: thousands of its streams are cancelled before it
+/// has read any of them. When it resumes it reads the whole backlog in one go, and every
+/// reset in that backlog of a stream it has not taken in yet counts towards h2's limit of 20
+/// (GOAWAY "too_many_resets"). The client must hold those resets and, past its cap of held
+/// streams, stop opening streams there rather than reset at once.
+#[test]
+fn hedges_lost_by_a_paused_instance_do_not_trip_rapid_reset_protection_on_resume() {
+    let a = TestServer::start("a", &[]);
+    let b = TestServer::start("b", &[]);
+    let config = hedging_config(json!({"maxAttempts": 2, "hedgingDelay": "0s"}));
+    let c = client_with(&[&a, &b], config, json!({}));
+    assert!(wait_ready(&c, 2, Duration::from_secs(10)), "{}", c.stats());
+    b.pause();
+    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let (c, failed) = (c.clone(), failed.clone());
+            std::thread::spawn(move || {
+                let opts = CallOptions {
+                    timeout: Some(Duration::from_secs(30)),
+                    ..Default::default()
+                };
+                // 6,400 calls: more lost hedges than the client ever held before it reset.
+                for _ in 0..200 {
+                    if let Err(e) =
+                        block_on(c.invoke("/test.Svc/Echo", Bytes::from_static(b"x"), &opts))
+                    {
+                        failed.lock().unwrap().push(e.to_string());
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    b.resume();
+    // b works through its backlog; then every call it is given must succeed on the same
+    // connection.
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    for _ in 0..200 {
+        if let Err(e) = block_on(c.invoke("/test.Svc/Echo", Bytes::from_static(b"y"), &opts)) {
+            failed.lock().unwrap().push(e.to_string());
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let stats = c.stats();
+    let failed = failed.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} calls failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
+    for instance in stats["instances"].as_array().unwrap() {
+        assert_eq!(instance["failures"], 0, "{stats}");
+        assert!(instance["last_error"].is_null(), "{stats}");
+    }
 }
