@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::sys::*;
+use grpc_failover::ffi::*;
 
 const GF_INVALID_ARGUMENT: i32 = 3;
 const GF_FAILED_PRECONDITION: i32 = 9;
@@ -293,7 +293,7 @@ fn check_status(what: &str, rc: i32, error: *mut c_char, had_error_out: bool) {
     let message = unsafe { CStr::from_ptr(error) };
     assert!(message.to_str().is_ok(), "{what}: message not UTF-8");
     assert!(!message.to_bytes().is_empty(), "{what}: empty message");
-    unsafe { gf_string_free(error) };
+    gf_string_free(error);
 }
 
 unsafe extern "C" fn on_done(
@@ -369,24 +369,20 @@ fn call_options(opts: &ExOptions) -> *mut gf_call_options {
     if opts.null_options {
         return ptr::null_mut();
     }
-    // SAFETY: every call below gets live options and valid (or NULL) pointers.
-    unsafe {
-        let o = gf_call_options_new();
-        assert!(!o.is_null());
-        gf_call_options_set_timeout_ms(o, 1 + u32::from(opts.timeout_ms % 50));
-        gf_call_options_set_wait_for_ready(o, i32::from(opts.wait_for_ready));
-        for (key, value) in opts.metadata.iter().take(4) {
-            let (_k, key_ptr) = c_text(key, |i| KEYS[usize::from(i) % KEYS.len()].into());
-            let mut error: *mut c_char = ptr::null_mut();
-            let rc =
-                gf_call_options_add_metadata(o, key_ptr, value.as_ptr(), value.len(), &mut error);
-            check_status("add_metadata", rc, error, true);
-            if key_ptr.is_null() {
-                assert_eq!(rc, GF_INVALID_ARGUMENT);
-            }
+    let o = gf_call_options_new();
+    assert!(!o.is_null());
+    gf_call_options_set_timeout_ms(o, 1 + u32::from(opts.timeout_ms % 50));
+    gf_call_options_set_wait_for_ready(o, i32::from(opts.wait_for_ready));
+    for (key, value) in opts.metadata.iter().take(4) {
+        let (_k, key_ptr) = c_text(key, |i| KEYS[usize::from(i) % KEYS.len()].into());
+        let mut error: *mut c_char = ptr::null_mut();
+        let rc = gf_call_options_add_metadata(o, key_ptr, value.as_ptr(), value.len(), &mut error);
+        check_status("add_metadata", rc, error, true);
+        if key_ptr.is_null() {
+            assert_eq!(rc, GF_INVALID_ARGUMENT);
         }
-        o
     }
+    o
 }
 
 /// The common argument checks of every invoke variant: a NULL or invalid client, method or
@@ -724,13 +720,7 @@ fn step(st: &mut State, op: &Op, counter: *mut c_void) {
                     return;
                 };
                 let max = usize::from(*max % 8);
-                let mut out = vec![
-                    gf_completion {
-                        tag: 0,
-                        result: ptr::null_mut()
-                    };
-                    max
-                ];
+                let mut out = completions(max);
                 let n = gf_queue_poll(q.handle, out.as_mut_ptr(), max);
                 assert!(n <= max);
                 take(q, &out[..n]);
@@ -740,13 +730,7 @@ fn step(st: &mut State, op: &Op, counter: *mut c_void) {
                     return;
                 };
                 let max = usize::from(*max % 8);
-                let mut out = vec![
-                    gf_completion {
-                        tag: 0,
-                        result: ptr::null_mut()
-                    };
-                    max.max(1)
-                ];
+                let mut out = completions(max.max(1));
                 let mut taken = usize::MAX;
                 let mut error: *mut c_char = ptr::null_mut();
                 // Blocks until an outcome arrives: only while one is due (queued calls all have
@@ -832,11 +816,19 @@ fn accepted(st: &mut State, rc: i32, call: *mut gf_call) {
     }
 }
 
+/// Room for `n` outcomes of `gf_queue_poll` or `gf_queue_wait`.
+fn completions(n: usize) -> Vec<gf_completion> {
+    let empty = || gf_completion {
+        tag: 0,
+        result: ptr::null_mut(),
+    };
+    std::iter::repeat_with(empty).take(n).collect()
+}
+
 fn take(q: &mut Queue, outcomes: &[gf_completion]) {
     for c in outcomes {
         check_result(c.result);
-        // SAFETY: the caller owns each outcome's result.
-        unsafe { gf_result_free(c.result) };
+        gf_result_free(c.result);
     }
     q.taken += outcomes.len() as u64;
     assert!(
@@ -847,27 +839,24 @@ fn take(q: &mut Queue, outcomes: &[gf_completion]) {
 
 /// Closes what is left, then waits for every accepted async call's one callback.
 fn finish(st: State) {
-    // SAFETY: each handle is live and freed exactly once.
-    unsafe {
-        for c in &st.clients {
-            gf_close(c.handle);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while CALLBACKS.load(Ordering::SeqCst) < st.callbacks_expected {
-            assert!(
-                Instant::now() < deadline,
-                "{} of {} callbacks after 20 s",
-                CALLBACKS.load(Ordering::SeqCst),
-                st.callbacks_expected
-            );
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        for q in &st.queues {
-            gf_queue_free(q.handle);
-        }
-        for call in &st.calls {
-            gf_call_free(*call);
-        }
+    for c in &st.clients {
+        gf_close(c.handle);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while CALLBACKS.load(Ordering::SeqCst) < st.callbacks_expected {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} callbacks after 20 s",
+            CALLBACKS.load(Ordering::SeqCst),
+            st.callbacks_expected
+        );
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    for q in &st.queues {
+        gf_queue_free(q.handle);
+    }
+    for call in &st.calls {
+        gf_call_free(*call);
     }
     // A late second callback would show here or in the next input's count.
     assert_eq!(

@@ -6,7 +6,6 @@ pub mod abi_sequence;
 pub mod etcd_record;
 pub mod metadata;
 pub mod options;
-mod sys;
 pub mod target;
 
 use std::path::Path;

@@ -10,17 +10,16 @@
 use std::ffi::{CStr, CString};
 use std::ptr;
 
-use crate::sys::{
+use bytes::Bytes;
+use grpc_failover::ffi::{
     gf_call_options_add_metadata, gf_call_options_free, gf_call_options_new, gf_string_free,
 };
-use bytes::Bytes;
 use grpc_failover::fuzzing::{append_to, header_list_size, to_pairs, validate_metadata};
 use grpc_failover::{Code, Metadata};
 use tonic::metadata::MetadataMap;
 
 pub fn run(data: &[u8]) {
-    // SAFETY: the options are live until freed at the end; every pointer passed is valid.
-    let options = unsafe { gf_call_options_new() };
+    let options = gf_call_options_new();
     assert!(!options.is_null());
     let mut accepted: Metadata = Vec::new();
     for line in data.split(|&b| b == b'\n') {
@@ -41,15 +40,13 @@ pub fn run(data: &[u8]) {
         } else {
             value.as_ptr()
         };
-        let rc = unsafe {
-            gf_call_options_add_metadata(
-                options,
-                c_key.as_ptr(),
-                value_ptr,
-                value.len(),
-                &mut error,
-            )
-        };
+        let rc = gf_call_options_add_metadata(
+            options,
+            c_key.as_ptr(),
+            value_ptr,
+            value.len(),
+            &mut error,
+        );
         match expected {
             Some(k) => {
                 assert_eq!(rc, 0, "{key:?}={value:?}");
@@ -62,11 +59,11 @@ pub fn run(data: &[u8]) {
                 // SAFETY: the library's NUL-terminated message, freed once below.
                 let message = unsafe { CStr::from_ptr(error) }.to_str().expect("UTF-8");
                 assert!(message.starts_with("key") || message.starts_with("metadata key"));
-                unsafe { gf_string_free(error) };
+                gf_string_free(error);
             }
         }
     }
-    unsafe { gf_call_options_free(options) };
+    gf_call_options_free(options);
 
     let total = header_list_size(&accepted);
     let sum = accepted
