@@ -1014,22 +1014,11 @@ fn goaway_too_many_pings_doubles_the_keepalive_time() {
     assert!(instance(&c, &plain.addr)["keepalive_time_ms"].is_null());
 }
 
-/// Hedges that lose are cancelled (RST_STREAM) right after they were sent, before the server
-/// has taken them in. Servers count such resets as an HTTP/2 rapid-reset attack (h2/hyper: more
-/// than 20 pending at once) and end the connection with GOAWAY ENHANCE_YOUR_CALM
-/// "too_many_resets", failing every call on it. The client must cancel losing hedges in a way
-/// that does not trip this: under a burst of hedged calls no call fails (878 of 9,600 did).
-/// (Whether a connection was torn down is not asserted: on a loaded machine one GOAWAY
-/// "too_many_resets" was still seen once, which the hedges hid; issue 22 item 7 stays open.)
-#[test]
-fn a_burst_of_cancelled_hedges_does_not_trip_rapid_reset_protection() {
-    let a = TestServer::start("a", &[]);
-    let b = TestServer::start("b", &[]);
-    let config = hedging_config(json!({"maxAttempts": 5, "hedgingDelay": "0s"}));
-    let c = client_with(&[&a, &b], config, json!({}));
-    assert!(wait_ready(&c, 2, Duration::from_secs(10)), "{}", c.stats());
-    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let threads: Vec<_> = (0..32)
+/// Echo calls (30 s deadline) from `threads` threads, `calls` each, on one client: the
+/// messages of those that failed.
+fn echo_from_threads(c: &Client, threads: usize, calls: usize) -> Vec<String> {
+    let failed = Arc::new(Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..threads)
         .map(|_| {
             let (c, failed) = (c.clone(), failed.clone());
             std::thread::spawn(move || {
@@ -1037,7 +1026,7 @@ fn a_burst_of_cancelled_hedges_does_not_trip_rapid_reset_protection() {
                     timeout: Some(Duration::from_secs(30)),
                     ..Default::default()
                 };
-                for _ in 0..300 {
+                for _ in 0..calls {
                     if let Err(e) =
                         block_on(c.invoke("/test.Svc/Echo", Bytes::from_static(b"x"), &opts))
                     {
@@ -1047,10 +1036,27 @@ fn a_burst_of_cancelled_hedges_does_not_trip_rapid_reset_protection() {
             })
         })
         .collect();
-    for t in threads {
-        t.join().unwrap();
+    for h in handles {
+        h.join().unwrap();
     }
-    let failed = failed.lock().unwrap();
+    let failed = std::mem::take(&mut *failed.lock().unwrap());
+    failed
+}
+
+/// Hedges that lose are cancelled (RST_STREAM) right after they were sent, before the server
+/// has taken them in. Servers count such resets as an HTTP/2 rapid-reset attack (h2/hyper: more
+/// than 20 pending at once) and end the connection with GOAWAY ENHANCE_YOUR_CALM
+/// "too_many_resets", failing every call on it. The client must cancel losing hedges in a way
+/// that does not trip this: under a burst of hedged calls no call fails (878 of 9,600 did)
+/// and no connection is lost (3 of 12 runs on a loaded machine lost one, hidden by hedging).
+#[test]
+fn a_burst_of_cancelled_hedges_does_not_trip_rapid_reset_protection() {
+    let a = TestServer::start("a", &[]);
+    let b = TestServer::start("b", &[]);
+    let config = hedging_config(json!({"maxAttempts": 5, "hedgingDelay": "0s"}));
+    let c = client_with(&[&a, &b], config, json!({}));
+    assert!(wait_ready(&c, 2, Duration::from_secs(10)), "{}", c.stats());
+    let failed = echo_from_threads(&c, 32, 300);
     assert!(
         failed.is_empty(),
         "{} of 9600 calls failed, first: {:?}; {}",
@@ -1063,8 +1069,8 @@ fn a_burst_of_cancelled_hedges_does_not_trip_rapid_reset_protection() {
         stats["hedges"].as_u64().unwrap() >= 9600,
         "hedges were sent: {stats}"
     );
-    // No connection was lost either (a GOAWAY "too_many_resets" shows as failures there).
-    for instance in stats["instances"].as_array().unwrap() {
+    // No connection was lost either (a GOAWAY "too_many_resets" shows as its last error).
+    for instance in instances(&c) {
         assert!(instance["last_error"].is_null(), "{stats}");
     }
 }
@@ -1082,51 +1088,21 @@ fn hedges_lost_by_a_paused_instance_do_not_trip_rapid_reset_protection_on_resume
     let c = client_with(&[&a, &b], config, json!({}));
     assert!(wait_ready(&c, 2, Duration::from_secs(10)), "{}", c.stats());
     b.pause();
-    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let threads: Vec<_> = (0..32)
-        .map(|_| {
-            let (c, failed) = (c.clone(), failed.clone());
-            std::thread::spawn(move || {
-                let opts = CallOptions {
-                    timeout: Some(Duration::from_secs(30)),
-                    ..Default::default()
-                };
-                // 6,400 calls: more lost hedges than the client ever held before it reset.
-                for _ in 0..200 {
-                    if let Err(e) =
-                        block_on(c.invoke("/test.Svc/Echo", Bytes::from_static(b"x"), &opts))
-                    {
-                        failed.lock().unwrap().push(e.to_string());
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    // 6,400 calls: more lost hedges than the client ever held before it reset.
+    let mut failed = echo_from_threads(&c, 32, 200);
     b.resume();
     // b works through its backlog; then every call it is given must succeed on the same
     // connection.
-    let opts = CallOptions {
-        timeout: Some(Duration::from_secs(30)),
-        ..Default::default()
-    };
-    for _ in 0..200 {
-        if let Err(e) = block_on(c.invoke("/test.Svc/Echo", Bytes::from_static(b"y"), &opts)) {
-            failed.lock().unwrap().push(e.to_string());
-        }
-    }
+    failed.extend(echo_from_threads(&c, 1, 200));
     std::thread::sleep(Duration::from_millis(500));
     let stats = c.stats();
-    let failed = failed.lock().unwrap();
     assert!(
         failed.is_empty(),
         "{} calls failed: {:?}",
         failed.len(),
         failed.first()
     );
-    for instance in stats["instances"].as_array().unwrap() {
+    for instance in instances(&c) {
         assert_eq!(instance["failures"], 0, "{stats}");
         assert!(instance["last_error"].is_null(), "{stats}");
     }
