@@ -55,25 +55,30 @@ else
     # -O: optimised like the library ships; -a: debug assertions on, so that an overflow or a
     # broken unsafe precondition is a finding too.
     (cd "$FUZZ" && cargo +nightly fuzz build -O -a) || exit 1
+    # libFuzzer forks and logs each job to a file of its own even for -jobs=1: only ask for >1.
+    jobs=()
+    if [ "${FUZZ_JOBS:-1}" -gt 1 ]; then jobs=(-jobs="$FUZZ_JOBS" -workers="$FUZZ_JOBS"); fi
     for t in "${targets[@]}"; do
         mkdir -p "$FUZZ/corpus/$t" "$FUZZ/artifacts/$t"
         log="$FUZZ/artifacts/$t/last-run.log"
         # abi_sequence connects and calls for real: an input may take seconds, not more.
         case "$t" in abi_sequence) per_input=60 ;; *) per_input=10 ;; esac
         t0=$SECONDS
+        # Artifacts newer than this stamp are this run's (the log itself is written to the end).
+        stamp="$FUZZ/artifacts/$t/.started"
+        touch "$stamp"
         (cd "$FUZZ" && cargo +nightly fuzz run -O -a "$t" "corpus/$t" "seeds/$t" -- \
             -max_total_time="$seconds" -runs="${FUZZ_RUNS:--1}" -timeout="$per_input" \
-            -print_final_stats=1 \
-            -jobs="${FUZZ_JOBS:-1}" -workers="${FUZZ_JOBS:-1}" \
+            -print_final_stats=1 "${jobs[@]}" \
             -artifact_prefix="$FUZZ/artifacts/$t/") >"$log" 2>&1
         rc=$?
-        # With -jobs the counts are in fuzz-N.log files; without, in $log.
-        execs=$(cat "$log" "$FUZZ"/fuzz-*.log 2>/dev/null |
-            sed -n 's/^stat::number_of_executed_units: *//p' | awk '{s+=$1} END {print s+0}')
-        crashes=$(find "$FUZZ/artifacts/$t" -newer "$log" -name 'crash-*' -o -newer "$log" \
-            -name 'leak-*' -o -newer "$log" -name 'timeout-*' -o -newer "$log" -name 'oom-*' |
-            wc -l)
+        # Parallel jobs each log to fuzz/fuzz-N.log: keep them in $log too.
+        cat "$FUZZ"/fuzz-*.log >>"$log" 2>/dev/null
         rm -f "$FUZZ"/fuzz-*.log
+        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" |
+            awk '{s+=$1} END {print s+0}')
+        crashes=$(find "$FUZZ/artifacts/$t" -newer "$stamp" \( -name 'crash-*' -o -name 'leak-*' \
+            -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
         if [ $rc -ne 0 ] && [ "$crashes" -eq 0 ]; then crashes=1; fi
         corpus=$(find "$FUZZ/corpus/$t" -type f | wc -l)
         printf 'fuzz %-12s %10d inputs in %4d s, %d crashes, corpus %d files\n' \
