@@ -380,7 +380,8 @@ const MAX_RESET_STREAMS: usize = 4096;
 /// small task waits for its answer (or for a later stream's) and resets it then. An instance
 /// that always loses the hedging race answers only streams that were given up on, so the held
 /// streams must confirm themselves. The caller's call is over at once either way; only the
-/// RST_STREAM waits. While nothing is outstanding, a call pays one relaxed load for this.
+/// RST_STREAM waits. While nothing is outstanding or held, a call pays two atomic loads for
+/// this (`answered`'s and `room`'s).
 ///
 /// A server that takes nothing in for a while (paused, or starved of CPU) while its streams
 /// keep losing hedges piles up held streams. Past [`HELD_MAX`] of them the connection opens no
