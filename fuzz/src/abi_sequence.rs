@@ -450,11 +450,7 @@ fn step(st: &mut State, op: &Op, counter: *mut c_void) {
                     c_text(options, |i| OPTIONS[usize::from(i) % OPTIONS.len()].into());
                 let mut client: *mut gf_client = ptr::null_mut();
                 let mut error: *mut c_char = ptr::null_mut();
-                let out = if *null_client_out {
-                    ptr::null_mut()
-                } else {
-                    &mut client as *mut _
-                };
+                let out = out_ptr(&mut client, *null_client_out);
                 let rc = gf_connect(target_ptr, options_ptr, out, &mut error);
                 check_status("gf_connect", rc, error, true);
                 if target_ptr.is_null() || *null_client_out {
@@ -482,16 +478,8 @@ fn step(st: &mut State, op: &Op, counter: *mut c_void) {
                     len: 0,
                 };
                 let mut error: *mut c_char = ptr::null_mut();
-                let out = if *null_response_out {
-                    ptr::null_mut()
-                } else {
-                    &mut response as *mut _
-                };
-                let error_out = if args.null_error_out {
-                    ptr::null_mut()
-                } else {
-                    &mut error as *mut _
-                };
+                let out = out_ptr(&mut response, *null_response_out);
+                let error_out = out_ptr(&mut error, args.null_error_out);
                 let timeout = 1 + u32::from(args.timeout_ms % 50);
                 let rc = gf_invoke(client, method, req, len, timeout, out, error_out);
                 check_status("gf_invoke", rc, error, !args.null_error_out);
@@ -530,16 +518,8 @@ fn step(st: &mut State, op: &Op, counter: *mut c_void) {
                 let o = call_options(options);
                 let mut result: *mut gf_result = ptr::null_mut();
                 let mut error: *mut c_char = ptr::null_mut();
-                let out = if *null_result_out {
-                    ptr::null_mut()
-                } else {
-                    &mut result as *mut _
-                };
-                let error_out = if args.null_error_out {
-                    ptr::null_mut()
-                } else {
-                    &mut error as *mut _
-                };
+                let out = out_ptr(&mut result, *null_result_out);
+                let error_out = out_ptr(&mut error, args.null_error_out);
                 if o.is_null() {
                     // Without options there is no deadline: only calls that fail at once.
                     if !(client.is_null() || shut_down) {
@@ -572,16 +552,8 @@ fn step(st: &mut State, op: &Op, counter: *mut c_void) {
                 let (req, len, _bytes) = request(&args.request);
                 let mut call: *mut gf_call = ptr::null_mut();
                 let mut error: *mut c_char = ptr::null_mut();
-                let call_out = if *keep_call {
-                    &mut call as *mut _
-                } else {
-                    ptr::null_mut()
-                };
-                let error_out = if args.null_error_out {
-                    ptr::null_mut()
-                } else {
-                    &mut error as *mut _
-                };
+                let call_out = out_ptr(&mut call, !*keep_call);
+                let error_out = out_ptr(&mut error, args.null_error_out);
                 let callback: gf_callback = if *null_callback { None } else { Some(on_done) };
                 let timeout = u32::from(args.timeout_ms % 50);
                 let rc = gf_invoke_async(
@@ -612,16 +584,8 @@ fn step(st: &mut State, op: &Op, counter: *mut c_void) {
                 let o = call_options(options);
                 let mut call: *mut gf_call = ptr::null_mut();
                 let mut error: *mut c_char = ptr::null_mut();
-                let call_out = if *keep_call {
-                    &mut call as *mut _
-                } else {
-                    ptr::null_mut()
-                };
-                let error_out = if args.null_error_out {
-                    ptr::null_mut()
-                } else {
-                    &mut error as *mut _
-                };
+                let call_out = out_ptr(&mut call, !*keep_call);
+                let error_out = out_ptr(&mut error, args.null_error_out);
                 let rc = gf_invoke_async_ex(
                     client,
                     method,
@@ -679,16 +643,8 @@ fn step(st: &mut State, op: &Op, counter: *mut c_void) {
                 let (req, len, _bytes) = request(&args.request);
                 let mut call: *mut gf_call = ptr::null_mut();
                 let mut error: *mut c_char = ptr::null_mut();
-                let call_out = if *keep_call {
-                    &mut call as *mut _
-                } else {
-                    ptr::null_mut()
-                };
-                let error_out = if args.null_error_out {
-                    ptr::null_mut()
-                } else {
-                    &mut error as *mut _
-                };
+                let call_out = out_ptr(&mut call, !*keep_call);
+                let error_out = out_ptr(&mut error, args.null_error_out);
                 let timeout = 1 + u32::from(args.timeout_ms % 50);
                 let rc = gf_invoke_queued(
                     client, method, req, len, timeout, q, *tag, call_out, error_out,
@@ -813,6 +769,15 @@ fn accepted(st: &mut State, rc: i32, call: *mut gf_call) {
         }
     } else {
         assert!(call.is_null(), "call_out written on {rc}");
+    }
+}
+
+/// `place` as an out-parameter, or NULL when the input asks for NULL there.
+fn out_ptr<T>(place: &mut T, null: bool) -> *mut T {
+    if null {
+        ptr::null_mut()
+    } else {
+        place
     }
 }
 
