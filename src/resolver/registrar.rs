@@ -160,10 +160,15 @@ async fn keep_alive(
                 );
                 need_put = false;
             }
-            let (mut keeper, mut responses) = client
-                .lease_keep_alive(lease)
-                .await
-                .map_err(|e| format!("etcd keepalive {key:?}: {e}"))?;
+            // etcd-client sends the first keepalive itself and reports a lease etcd no longer
+            // has (TTL 0) as LeaseKeepAliveError: the lease is gone, as below.
+            let (mut keeper, mut responses) = match client.lease_keep_alive(lease).await {
+                Ok(opened) => opened,
+                Err(e) => {
+                    need_put = matches!(e, etcd_client::Error::LeaseKeepAliveError(_));
+                    return Err(format!("etcd keepalive {key:?}: {e}"));
+                }
+            };
             loop {
                 keeper
                     .keep_alive()
