@@ -299,16 +299,18 @@ int32_t gf_call_options_add_metadata(struct gf_call_options *options,
  * Creates a client for `target` and starts resolving it in the background.
  *
  * - `target`: `etcd:///<prefix>` or `static:///host:port,host:port`. Required, UTF-8.
- * - `options_json`: options as JSON (service_config, etcd, connect_timeout_ms, ...); NULL or
- *   "" for defaults.
+ * - `options_json`: options as JSON (service_config, etcd, tls, connect_timeout_ms, ...); NULL
+ *   or "" for defaults. The PEM files of "tls" and "etcd"."tls" are read here, once: a new
+ *   client picks up rotated certificates, this one keeps what it read.
  * - `client_out`: required; on success receives a new client that the caller frees with
  *   `gf_close` exactly once. Left untouched on failure.
  * - `error_out`: may be NULL; otherwise always written: NULL on success, on failure a message
  *   naming the bad argument, which the caller frees with `gf_string_free`.
  *
  * Returns 0, or 3 INVALID_ARGUMENT for a NULL/non-UTF-8 argument, an unknown scheme or
- * malformed/invalid options (including an invalid service config).
- * Does not block on the network: an unreachable etcd surfaces in the calls' errors.
+ * malformed/invalid options (including an invalid service config, and a TLS file that is
+ * missing, unreadable or not valid PEM: the message names the field and the path).
+ * Reads only those local files; does not block on the network: an unreachable etcd surfaces in the calls' errors.
  * Any thread.
  */
 int32_t gf_connect(const char *target,
@@ -528,8 +530,8 @@ int32_t gf_invoke_queued_ex(struct gf_client *client,
  * lease alive in the background; if the lease is lost, a new one is granted and the record
  * written again.
  *
- * - `options_json`: its "etcd" part is used (endpoints, username, password, dial_timeout_ms);
- *   NULL = defaults (127.0.0.1:2379).
+ * - `options_json`: its "etcd" part is used (endpoints, username, password, dial_timeout_ms,
+ *   tls); NULL = defaults (127.0.0.1:2379, plaintext).
  * - `prefix`: e.g. "service/user" (the key is "<prefix>/<addr>"). Required.
  * - `addr`: "host:port". Required.
  * - `metadata_json`: the record's Metadata as JSON, e.g. {"weight": 10}; NULL = null.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need and is missing: etcd (server and etcdctl),
-# protoc and the protobuf includes (etcd-client's build), valgrind, Python test packages.
+# protoc and the protobuf includes (etcd-client's build), valgrind, openssl (the TLS tests'
+# RSA keys and the bindings' test certificates), Python test packages.
 # Runs apt-get/pip only when something is missing; as root only (CI and these machines).
 set -euo pipefail
 
@@ -11,6 +12,7 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ -e /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

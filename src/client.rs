@@ -108,6 +108,12 @@ impl Client {
     pub fn connect(target: &str, options: Options) -> Result<Client, Status> {
         crate::logging::init();
         let parsed = Target::parse(target)?;
+        // Both read their files now, before anything starts: a bad file fails the connect.
+        let tls = load_tls(options.tls.as_ref(), "tls")?;
+        let etcd_tls = match parsed {
+            Target::Etcd { .. } => load_tls(options.etcd.tls.as_ref(), "etcd.tls")?,
+            Target::Static { .. } => None,
+        };
         let lb = options.service_config.lb_config();
         let connect = ConnectConfig {
             backoff: options.connect_backoff.clone(),
@@ -115,6 +121,7 @@ impl Client {
             transport: TransportConfig {
                 keepalive_time: options.keepalive_time,
                 keepalive_timeout: options.keepalive_timeout,
+                tls,
             },
             // gRFC A17: pick_first does not health-check; the other policies do.
             health_service: options
@@ -159,6 +166,7 @@ impl Client {
                     move || {
                         resolver::etcd::watch_prefix(
                             etcd.clone(),
+                            etcd_tls.clone(),
                             prefix.clone(),
                             sink.clone(),
                             stop.clone(),
@@ -397,6 +405,17 @@ impl Client {
 }
 
 /// Splits "/pkg.Service/Method" into ("pkg.Service", "Method").
+/// Loads the TLS files `options` names at `field`, as INVALID_ARGUMENT errors.
+pub(crate) fn load_tls(
+    options: Option<&crate::config::TlsOptions>,
+    field: &'static str,
+) -> Result<Option<Arc<crate::tls::Tls>>, Status> {
+    options
+        .map(|o| crate::tls::Tls::load(o, field).map(Arc::new))
+        .transpose()
+        .map_err(|e| Status::invalid_argument(format!("options_json: {e}")))
+}
+
 pub fn split_method(method: &str) -> Result<(&str, &str), Status> {
     let bad = || {
         Status::invalid_argument(format!(

@@ -25,6 +25,7 @@ pub(crate) mod runtime;
 pub(crate) mod status;
 pub(crate) mod target;
 pub(crate) mod task;
+pub(crate) mod tls;
 pub(crate) mod transport;
 
 pub use client::{CallOptions, CallResult, Client};

@@ -32,6 +32,8 @@ pub struct TransportConfig {
     /// HTTP/2 keepalive pings on idle and busy connections; None is off.
     pub keepalive_time: Option<Duration>,
     pub keepalive_timeout: Duration,
+    /// TLS to every instance; None is plaintext (h2c).
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 /// Why a connection closed (or stopped taking new streams).
@@ -62,17 +64,58 @@ fn too_many_pings(e: &h2::Error) -> bool {
         && e.to_string().contains("\"too_many_pings\"")
 }
 
-/// Opens TCP + HTTP/2. Returns the request sender and a receiver that fires with the reason
-/// when the connection closes. The connection itself runs on its own task so that, after the
-/// subchannel is shut down, calls already on it can finish.
+/// Opens TCP (+ TLS) + HTTP/2. Returns the request sender and a receiver that fires with the
+/// reason when the connection closes. The connection itself runs on its own task so that, after
+/// the subchannel is shut down, calls already on it can finish. `server_name` is the instance
+/// record's `Metadata.server_name` (TLS only).
 pub async fn connect(
     addr: &str,
     cfg: &TransportConfig,
+    server_name: Option<&str>,
 ) -> Result<(Sender, tokio::sync::oneshot::Receiver<Closed>), String> {
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect to {addr}: {e}"))?;
     let _ = tcp.set_nodelay(true);
+    match &cfg.tls {
+        None => over(tcp, addr, cfg).await,
+        Some(tls) => {
+            let tls = tls.handshake(tcp, addr, server_name).await?;
+            over(tls, addr, cfg).await
+        }
+    }
+}
+
+/// The reason of an HTTP/2 failure during the handshake. Under TLS 1.3 the server checks our
+/// certificate after our side of the handshake is done: its verdict (an alert such as
+/// "CertificateRequired") arrives as the first read of HTTP/2, and is a TLS failure.
+/// (h2 keeps only an I/O error's kind and text: tokio-rustls reports TLS failures as
+/// InvalidData, which nothing else on a TLS stream does.)
+fn handshake_failed(addr: &str, e: &h2::Error, tls: bool) -> String {
+    match e.get_io() {
+        Some(io) if tls && io.kind() == std::io::ErrorKind::InvalidData => {
+            format!("tls handshake with {addr}: {}", crate::tls::reason(io))
+        }
+        // The server's alert can be lost with the connection it closes right after (the reset
+        // discards it): what TLS 1.3 servers do to a client certificate they refuse.
+        Some(io) if tls => format!(
+            "tls handshake with {addr}: the server closed the connection right after the \
+             handshake ({io}): it may require a client certificate (tls.cert_file, \
+             tls.key_file) or have refused ours"
+        ),
+        _ => format!("HTTP/2 handshake with {addr}: {e}"),
+    }
+}
+
+/// HTTP/2 over an open byte stream.
+async fn over<T>(
+    io: T,
+    addr: &str,
+    cfg: &TransportConfig,
+) -> Result<(Sender, tokio::sync::oneshot::Receiver<Closed>), String>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     // A large connection window: h2 bounds the small frames it holds unread (responses end
     // with trailers) by half of it, and a burst of thousands of small calls must fit.
     let (h2, mut conn) = h2::client::Builder::new()
@@ -83,9 +126,9 @@ pub async fn connect(
         .max_concurrent_reset_streams(MAX_RESET_STREAMS)
         .max_local_error_reset_streams(None)
         .enable_push(false)
-        .handshake::<_, Bytes>(tcp)
+        .handshake::<_, Bytes>(io)
         .await
-        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+        .map_err(|e| handshake_failed(addr, &e, cfg.tls.is_some()))?;
     // READY means the server answers over HTTP/2, not only that the kernel took the TCP
     // connection: a hung process still completes TCP handshakes from its listen backlog. A PING
     // it acknowledges proves it read our preface and is serving the connection. (The caller
@@ -95,14 +138,16 @@ pub async fn connect(
         .expect("a new connection hands out its PingPong");
     pings
         .send_ping(h2::Ping::opaque())
-        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+        .map_err(|e| handshake_failed(addr, &e, cfg.tls.is_some()))?;
     tokio::select! {
         r = &mut conn => {
-            let why = r.err().map(|e| e.to_string()).unwrap_or_else(|| "closed by peer".into());
-            return Err(format!("HTTP/2 handshake with {addr}: {why}"));
+            return Err(match r {
+                Err(e) => handshake_failed(addr, &e, cfg.tls.is_some()),
+                Ok(()) => format!("HTTP/2 handshake with {addr}: closed by peer"),
+            });
         }
         r = std::future::poll_fn(|cx| pings.poll_pong(cx)) => {
-            r.map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+            r.map_err(|e| handshake_failed(addr, &e, cfg.tls.is_some()))?;
         }
     }
     let keepalive = cfg

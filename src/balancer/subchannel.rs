@@ -354,8 +354,13 @@ impl Subchannel {
             self.set_state(State::Connecting, &*on_change);
             // gRPC: each attempt gets max(MinConnectTimeout, current backoff).
             let attempt_timeout = cfg.min_connect_timeout.max(backoff.current());
-            let attempt =
-                tokio::time::timeout(attempt_timeout, transport::connect(&self.addr, &transport));
+            // Read at each attempt: a record's new server_name applies from the next
+            // connection on.
+            let server_name = crate::resolver::server_name_of(&self.metadata());
+            let attempt = tokio::time::timeout(
+                attempt_timeout,
+                transport::connect(&self.addr, &transport, server_name.as_deref()),
+            );
             let result = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 r = attempt => r.unwrap_or_else(|_| Err(format!("connect to {} timed out after {} ms", self.addr, attempt_timeout.as_millis()))),

@@ -13,7 +13,9 @@
 //! service: UNIMPLEMENTED), --fail-after-headers (injected failures come after the response
 //! headers, so the call is committed), --die-after-headers (the process exits after sending the
 //! first call's response headers: a connection lost mid-response), and --etcd ENDPOINTS
-//! --prefix P --weight W --ttl S to register itself.
+//! --prefix P --weight W --ttl S to register itself. --tls-cert FILE --tls-key FILE serve TLS
+//! (ALPN h2; RSA, ECDSA or Ed25519 keys, PEM); --client-ca FILE also requires a client
+//! certificate issued by that CA (mTLS). Without them it serves plaintext HTTP/2.
 //!
 //! SIGTERM (or Ctrl-C) drains gracefully, as a server being restarted does: it stops accepting,
 //! deregisters from etcd, reports NOT_SERVING to health watchers (and ends their streams), sends
@@ -54,13 +56,17 @@ struct Config {
     health: bool,
     fail_after_headers: bool,
     die_after_headers: bool,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    client_ca: Option<String>,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("gf-testserver: {msg}");
     eprintln!(
         "usage: gf-testserver [--listen 127.0.0.1:PORT] [--name NAME] [--fail-rate F] [--fail-code C] \
-         [--delay-ms N] [--pushback-ms N] [--no-health] [--fail-after-headers] [--die-after-headers] [--etcd ENDPOINTS --prefix P [--weight W] [--ttl S]]"
+         [--delay-ms N] [--pushback-ms N] [--no-health] [--fail-after-headers] [--die-after-headers] [--etcd ENDPOINTS --prefix P [--weight W] [--ttl S]] \
+         [--tls-cert FILE --tls-key FILE [--client-ca FILE]]"
     );
     std::process::exit(2)
 }
@@ -80,6 +86,9 @@ fn parse_args() -> Config {
         health: true,
         fail_after_headers: false,
         die_after_headers: false,
+        tls_cert: None,
+        tls_key: None,
+        client_ca: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -105,6 +114,9 @@ fn parse_args() -> Config {
             "--no-health" => c.health = false,
             "--fail-after-headers" => c.fail_after_headers = true,
             "--die-after-headers" => c.die_after_headers = true,
+            "--tls-cert" => c.tls_cert = Some(value()),
+            "--tls-key" => c.tls_key = Some(value()),
+            "--client-ca" => c.client_ca = Some(value()),
             "-h" | "--help" => usage("help"),
             other => usage(&format!("unknown flag {other}")),
         }
@@ -117,6 +129,12 @@ fn parse_args() -> Config {
     }
     if c.etcd.is_some() && c.prefix.is_empty() {
         usage("--etcd needs --prefix");
+    }
+    if c.tls_cert.is_some() != c.tls_key.is_some() {
+        usage("--tls-cert and --tls-key go together");
+    }
+    if c.client_ca.is_some() && c.tls_cert.is_none() {
+        usage("--client-ca needs --tls-cert and --tls-key");
     }
     c
 }
@@ -177,6 +195,12 @@ async fn run(cfg: Config) {
         None => None,
     };
 
+    let tls = cfg.tls_cert.as_ref().map(|_| {
+        tls_acceptor(&cfg).unwrap_or_else(|e| {
+            eprintln!("gf-testserver: {e}");
+            std::process::exit(2)
+        })
+    });
     let (serving, _) = tokio::sync::watch::channel(SERVING);
     let (draining, _) = tokio::sync::watch::channel(false);
     let server = Arc::new(Server {
@@ -195,28 +219,22 @@ async fn run(cfg: Config) {
             let _ = stream.set_nodelay(true);
             let server = server.clone();
             let alive = conn_alive.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let mut drain = server.draining.subscribe();
-                let svc_server = server.clone();
-                let svc = hyper::service::service_fn(move |req| {
-                    let server = svc_server.clone();
-                    async move { Ok::<_, Infallible>(server.handle(req).await) }
-                });
-                let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .max_concurrent_streams(None)
-                    .initial_stream_window_size(1 << 20)
-                    .initial_connection_window_size(4 << 20)
-                    .serve_connection(TokioIo::new(stream), svc);
-                tokio::pin!(conn);
-                let drained = async {
-                    let _ = drain.wait_for(|d| *d).await;
-                };
-                tokio::select! {
-                    _ = conn.as_mut() => {}
-                    _ = drained => {
-                        // GOAWAY: the client opens no new streams here, the open ones finish.
-                        conn.as_mut().graceful_shutdown();
-                        let _ = conn.await;
+                match tls {
+                    None => serve(stream, server).await,
+                    Some(acceptor) => {
+                        let handshake = acceptor.accept(stream);
+                        match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                            Ok(Ok(stream)) => serve(stream, server).await,
+                            Ok(Err(e)) => {
+                                eprintln!("gf-testserver {}: tls handshake: {e}", server.cfg.name)
+                            }
+                            Err(_) => eprintln!(
+                                "gf-testserver {}: tls handshake: no ClientHello within 10 s",
+                                server.cfg.name
+                            ),
+                        }
                     }
                 }
                 drop(alive);
@@ -254,6 +272,75 @@ async fn run(cfg: Config) {
         );
     }
     std::process::exit(0);
+}
+
+/// Serves HTTP/2 on one connection until it ends or, once the server drains, until its calls
+/// are done after a GOAWAY.
+async fn serve<T>(io: T, server: Arc<Server>)
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut drain = server.draining.subscribe();
+    let svc_server = server.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        let server = svc_server.clone();
+        async move { Ok::<_, Infallible>(server.handle(req).await) }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .max_concurrent_streams(None)
+        .initial_stream_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let drained = async {
+        let _ = drain.wait_for(|d| *d).await;
+    };
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = drained => {
+            // GOAWAY: the client opens no new streams here, the open ones finish.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// The TLS side of `--tls-cert`/`--tls-key`/`--client-ca`.
+fn tls_acceptor(cfg: &Config) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert_path = cfg.tls_cert.as_deref().expect("checked by the caller");
+    let key_path = cfg.tls_key.as_deref().expect("checked with --tls-cert");
+    let certs = |path: &str| {
+        CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{path}: {e}"))
+    };
+    let chain = certs(cert_path)?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| format!("{key_path}: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match &cfg.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca_path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certs(ca_path)? {
+                roots.add(cert).map_err(|e| format!("{ca_path}: {e}"))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| format!("{ca_path}: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("{cert_path}, {key_path}: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 impl Server {

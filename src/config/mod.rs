@@ -16,6 +16,7 @@ pub use service_config::{
 };
 
 use crate::status::Status;
+pub use crate::tls::TlsOptions;
 
 /// Where etcd is and how to log in.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +25,8 @@ pub struct EtcdOptions {
     pub username: Option<String>,
     pub password: Option<String>,
     pub dial_timeout: Duration,
+    /// TLS to etcd (`etcd.tls`); None is plaintext.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for EtcdOptions {
@@ -33,6 +36,7 @@ impl Default for EtcdOptions {
             username: None,
             password: None,
             dial_timeout: Duration::from_secs(3),
+            tls: None,
         }
     }
 }
@@ -89,6 +93,8 @@ pub struct Options {
     /// The largest request metadata a call may send, counted as HTTP/2 counts a header list
     /// (name + value + 32 per entry); a larger one fails the call before anything is sent.
     pub max_metadata_bytes: u64,
+    /// TLS to the backends (`tls`); None is plaintext.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for Options {
@@ -104,6 +110,7 @@ impl Default for Options {
             keepalive_timeout: Duration::from_secs(20),
             nonblocking_callbacks: false,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            tls: None,
         }
     }
 }
@@ -195,6 +202,9 @@ impl Options {
         if let Some(b) = opt_bool(obj, "nonblocking_callbacks", "")? {
             o.nonblocking_callbacks = b;
         }
+        if let Some(t) = json::get(obj, "tls") {
+            o.tls = Some(TlsOptions::from_value(t, "tls")?);
+        }
         Ok(o)
     }
 }
@@ -248,6 +258,15 @@ fn parse_etcd(v: &Value) -> Result<EtcdOptions, String> {
     }
     if let Some(d) = opt_ms(obj, "dial_timeout_ms", "etcd")? {
         e.dial_timeout = d;
+    }
+    if let Some(t) = json::get(obj, "tls") {
+        e.tls = Some(TlsOptions::from_value(t, "etcd.tls")?);
+        // etcd's client refuses TLS settings for an http:// endpoint.
+        if let Some(plain) = e.endpoints.iter().find(|p| p.starts_with("http://")) {
+            return Err(format!(
+                "etcd.endpoints: {plain:?} is plaintext but etcd.tls is set (use https:// or host:port)"
+            ));
+        }
     }
     Ok(e)
 }

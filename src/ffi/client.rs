@@ -60,16 +60,18 @@ pub(super) fn prepare(
 /// Creates a client for `target` and starts resolving it in the background.
 ///
 /// - `target`: `etcd:///<prefix>` or `static:///host:port,host:port`. Required, UTF-8.
-/// - `options_json`: options as JSON (service_config, etcd, connect_timeout_ms, ...); NULL or
-///   "" for defaults.
+/// - `options_json`: options as JSON (service_config, etcd, tls, connect_timeout_ms, ...); NULL
+///   or "" for defaults. The PEM files of "tls" and "etcd"."tls" are read here, once: a new
+///   client picks up rotated certificates, this one keeps what it read.
 /// - `client_out`: required; on success receives a new client that the caller frees with
 ///   `gf_close` exactly once. Left untouched on failure.
 /// - `error_out`: may be NULL; otherwise always written: NULL on success, on failure a message
 ///   naming the bad argument, which the caller frees with `gf_string_free`.
 ///
 /// Returns 0, or 3 INVALID_ARGUMENT for a NULL/non-UTF-8 argument, an unknown scheme or
-/// malformed/invalid options (including an invalid service config).
-/// Does not block on the network: an unreachable etcd surfaces in the calls' errors.
+/// malformed/invalid options (including an invalid service config, and a TLS file that is
+/// missing, unreadable or not valid PEM: the message names the field and the path).
+/// Reads only those local files; does not block on the network: an unreachable etcd surfaces in the calls' errors.
 /// Any thread.
 #[no_mangle]
 pub extern "C" fn gf_connect(

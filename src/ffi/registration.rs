@@ -20,8 +20,8 @@ pub struct gf_registration {
 /// lease alive in the background; if the lease is lost, a new one is granted and the record
 /// written again.
 ///
-/// - `options_json`: its "etcd" part is used (endpoints, username, password, dial_timeout_ms);
-///   NULL = defaults (127.0.0.1:2379).
+/// - `options_json`: its "etcd" part is used (endpoints, username, password, dial_timeout_ms,
+///   tls); NULL = defaults (127.0.0.1:2379, plaintext).
 /// - `prefix`: e.g. "service/user" (the key is "<prefix>/<addr>"). Required.
 /// - `addr`: "host:port". Required.
 /// - `metadata_json`: the record's Metadata as JSON, e.g. {"weight": 10}; NULL = null.

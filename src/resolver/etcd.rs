@@ -13,10 +13,11 @@ use tokio_util::sync::CancellationToken;
 use super::{decode_record, Endpoint, ResolverSink};
 use crate::backoff::Backoff;
 use crate::config::EtcdOptions;
+use crate::tls::Tls;
 
-/// Connects an etcd client. Lazy for plain connections; with a username it logs in, which needs
-/// a reachable member.
-pub async fn connect(opts: &EtcdOptions) -> Result<Client, String> {
+/// Connects an etcd client, over TLS when `tls` is given (loaded from `opts.tls`). Lazy for
+/// plain connections; with a username it logs in, which needs a reachable member.
+pub async fn connect(opts: &EtcdOptions, tls: Option<&Tls>) -> Result<Client, String> {
     // etcd answers pings more often than every 5 s (its --grpc-keepalive-min-time) with
     // GOAWAY, so ping every 10 s; a member that stops answering is left within 15 s.
     let mut options = ConnectOptions::new()
@@ -24,6 +25,9 @@ pub async fn connect(opts: &EtcdOptions) -> Result<Client, String> {
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
         .with_keep_alive_while_idle(true)
         .with_require_leader(true);
+    if let Some(tls) = tls {
+        options = options.with_tls(tls.for_etcd());
+    }
     if let (Some(user), Some(password)) = (&opts.username, &opts.password) {
         options = options
             .with_user(user.clone(), password.clone())
@@ -84,6 +88,7 @@ impl Known {
 /// Follows `<prefix>/` in etcd until `stop` is cancelled, feeding every change to `sink`.
 pub async fn watch_prefix(
     opts: EtcdOptions,
+    tls: Option<Arc<Tls>>,
     prefix: String,
     sink: Arc<dyn ResolverSink>,
     stop: CancellationToken,
@@ -95,7 +100,7 @@ pub async fn watch_prefix(
     loop {
         let result = tokio::select! {
             _ = stop.cancelled() => return,
-            r = follow_once(&opts, &key_prefix, &mut client, &mut known, &*sink, &mut backoff) => r,
+            r = follow_once(&opts, tls.as_deref(), &key_prefix, &mut client, &mut known, &*sink, &mut backoff) => r,
         };
         match result {
             // The watch start revision was compacted away: list again right away.
@@ -192,6 +197,7 @@ impl From<String> for WatchEnd {
 /// One (list-then-)watch cycle. Returns when the watch ends, with the reason as the error.
 async fn follow_once(
     opts: &EtcdOptions,
+    tls: Option<&Tls>,
     key_prefix: &str,
     client: &mut Option<Client>,
     known: &mut Known,
@@ -199,7 +205,7 @@ async fn follow_once(
     backoff: &mut Backoff,
 ) -> Result<(), WatchEnd> {
     if client.is_none() {
-        *client = Some(connect(opts).await?);
+        *client = Some(connect(opts, tls).await?);
     }
     let c = client.as_mut().expect("connected above");
     let request_timeout = opts.dial_timeout.max(Duration::from_secs(1));

@@ -93,6 +93,22 @@ pub fn weight_of(metadata: &Value) -> f64 {
     }
 }
 
+/// `server_name` in an instance's metadata (an object, or a JSON string holding one): the name
+/// its TLS certificate is verified against, overriding the client's `tls.server_name`.
+pub fn server_name_of(metadata: &Value) -> Option<String> {
+    let name = match metadata {
+        Value::Object(o) => o.get("server_name").cloned(),
+        Value::String(s) => serde_json::from_str::<Value>(s)
+            .ok()
+            .and_then(|v| v.get("server_name").cloned()),
+        _ => None,
+    };
+    match name {
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
 /// The record the registrar writes: byte for byte what Go's `endpoints.Manager.AddEndpoint`
 /// writes (`json.Marshal` of `{Op, Addr, Metadata}`).
 pub fn encode_record(addr: &str, metadata: &Value) -> String {

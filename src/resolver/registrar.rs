@@ -45,7 +45,8 @@ impl Registration {
         }
         let key = format!("{prefix}/{addr}");
         let value = encode_record(addr, &metadata);
-        let mut client = super::etcd::connect(opts)
+        let tls = crate::client::load_tls(opts.tls.as_ref(), "etcd.tls")?;
+        let mut client = super::etcd::connect(opts, tls.as_deref())
             .await
             .map_err(Status::unavailable)?;
         let timeout = opts.dial_timeout.max(Duration::from_secs(1));

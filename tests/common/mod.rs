@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -163,6 +165,8 @@ pub struct Etcd {
     state: &'static str,
     dir: tempfile::TempDir,
     extra: Vec<String>,
+    /// etcdctl's TLS flags for a member that serves TLS.
+    ctl_tls: Vec<String>,
     child: Option<Child>,
 }
 
@@ -184,6 +188,37 @@ impl Etcd {
         assert!(self.child.is_none(), "etcd {} is running", self.endpoint);
         self.spawn();
         self.wait_healthy(Duration::from_secs(30));
+    }
+
+    /// A single-node etcd serving clients over TLS with the test CA's server certificate; with
+    /// `client_cert_auth` it also requires client certificates from that CA (mTLS).
+    pub fn start_tls(certs: &certs::Certs, client_cert_auth: bool) -> Etcd {
+        let mut m = Self::members(1).pop().expect("one member");
+        m.client_url = m.client_url.replace("http://", "https://");
+        m.extra = vec![
+            "--cert-file".into(),
+            certs.server.cert.clone(),
+            "--key-file".into(),
+            certs.server.key.clone(),
+        ];
+        // This etcd (3.4) requires client certificates whenever it has a trusted CA.
+        if client_cert_auth {
+            m.extra.extend([
+                "--trusted-ca-file".into(),
+                certs.ca.clone(),
+                "--client-cert-auth".into(),
+            ]);
+        }
+        m.ctl_tls = vec![
+            "--cacert".into(),
+            certs.ca.clone(),
+            "--cert".into(),
+            certs.client.cert.clone(),
+            "--key".into(),
+            certs.client.key.clone(),
+        ];
+        m.launch();
+        m
     }
 
     /// A cluster of `n` members on loopback, all started and healthy.
@@ -218,6 +253,7 @@ impl Etcd {
                 state: "new",
                 dir: tempfile::tempdir().expect("tempdir"),
                 extra: Vec::new(),
+                ctl_tls: Vec::new(),
                 child: None,
             })
             .collect()
@@ -281,6 +317,7 @@ impl Etcd {
                 "--command-timeout",
                 "3s",
             ])
+            .args(&self.ctl_tls)
             .args(args)
             .output()
             .map_err(|e| e.to_string())?;
