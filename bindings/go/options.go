@@ -76,6 +76,54 @@ func WithEtcdDialTimeout(d time.Duration) Option {
 	return func(o *dialOptions) { o.etcd["dial_timeout_ms"] = millis(d) }
 }
 
+// TLSConfig is TLS to the instances (WithTLS) or to etcd (WithEtcdTLS): the fields of the
+// library's "tls" options. The zero value is TLS that trusts the system's roots. PEM files,
+// read once by Dial or Register: a missing or invalid one fails it with InvalidArgument,
+// naming the field and the path.
+type TLSConfig struct {
+	// CAFile holds the PEM certificates to trust; set alone, they replace the system's roots.
+	CAFile string
+	// CertFile and KeyFile, both set: the client certificate and key of mTLS (RSA, ECDSA or
+	// Ed25519).
+	CertFile, KeyFile string
+	// ServerName is the name every server's certificate must cover (and the SNI sent),
+	// instead of the host of the instance's address. An instance's etcd record may override
+	// it with Metadata.server_name.
+	ServerName string
+	// UseSystemRoots trusts the system's roots as well as CAFile. (Without CAFile they are
+	// trusted anyway.)
+	UseSystemRoots bool
+}
+
+func (t TLSConfig) options() map[string]any {
+	v := map[string]any{}
+	for key, value := range map[string]string{
+		"ca_file": t.CAFile, "cert_file": t.CertFile, "key_file": t.KeyFile, "server_name": t.ServerName,
+	} {
+		if value != "" {
+			v[key] = value
+		}
+	}
+	if t.UseSystemRoots {
+		v["use_system_roots"] = true
+	}
+	return v
+}
+
+// WithTLS makes every connection to an instance TLS (HTTP/2 over TLS, ALPN h2). A handshake
+// that fails (unknown CA, name mismatch, expired certificate, client certificate refused)
+// makes that instance unavailable like a refused connection; calls nothing can serve fail
+// with Unavailable and the reason.
+func WithTLS(t TLSConfig) Option {
+	return func(o *dialOptions) { o.values["tls"] = t.options() }
+}
+
+// WithEtcdTLS connects to etcd over TLS, for resolving etcd:/// targets and for Register.
+// Endpoints are then "host:port" or "https://host:port".
+func WithEtcdTLS(t TLSConfig) Option {
+	return func(o *dialOptions) { o.etcd["tls"] = t.options() }
+}
+
 // WithServiceConfig sets the gRPC service config: the JSON that grpc-go takes in
 // grpc.WithDefaultServiceConfig (loadBalancingConfig, methodConfig with retryPolicy or
 // hedgingPolicy, retryThrottling, ...). An invalid config makes Dial fail with InvalidArgument.

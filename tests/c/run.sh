@@ -13,6 +13,7 @@
 #   GF_LIBRARY         target/release/libgrpc_failover.so
 #   GF_STATIC_LIBRARY  the .a next to GF_LIBRARY
 #   GF_TESTSERVER      target/release/gf-testserver
+#   GF_TEST_CERTS      (set here) the certificates scripts/test-certs.sh made for the TLS test
 #   GF_INCLUDE         include
 #   GF_STATIC_LIBS     what the static library needs (from `cargo rustc --release --lib --
 #                      --print native-static-libs`)
@@ -64,7 +65,11 @@ STATIC=("$GF_STATIC_LIBRARY" $GF_STATIC_LIBS)
 failed=()
 started=$SECONDS
 server_pid=""
-trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null' EXIT
+# The TLS test's certificates, made now (nothing committed expires).
+GF_TEST_CERTS="$(mktemp -d)"
+export GF_TEST_CERTS
+bash "$ROOT/scripts/test-certs.sh" "$GF_TEST_CERTS"
+trap '[ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$GF_TEST_CERTS"' EXIT
 
 step() { printf '\n== %s\n' "$*"; }
 

@@ -2216,6 +2216,51 @@ static void test_worker_threads(void)
     gf_close(client);
 }
 
+/* TLS (issue 17): a call over TLS to a gf-testserver serving the certificates run.sh made
+ * (GF_TEST_CERTS), an unknown CA failing UNAVAILABLE with rustls' reason, and a missing file
+ * failing gf_connect naming the field. */
+static void test_tls(void)
+{
+    const char *certs = getenv("GF_TEST_CERTS");
+    CHECKF(certs != NULL, "GF_TEST_CERTS is not set: run through tests/c/run.sh");
+    if (certs == NULL) {
+        return;
+    }
+    char cert[600], key[600], options[1400], target[300];
+    snprintf(cert, sizeof cert, "%s/server.pem", certs);
+    snprintf(key, sizeof key, "%s/server.key", certs);
+    const char *const tls_args[] = {"--tls-cert", cert, "--tls-key", key, NULL};
+    const gft_server *secure = gft_start_server("secure", tls_args);
+    snprintf(target, sizeof target, "static:///%s", secure->addr);
+
+    gf_client *client = NULL;
+    char *err = NULL;
+    snprintf(options, sizeof options, "{\"tls\": {\"ca_file\": \"%s/ca.pem\"}}", certs);
+    CHECK_CODE(gf_connect(target, options, &client, &err), GF_OK, err);
+    check_echo(client, 1000);
+    gf_close(client);
+
+    snprintf(options, sizeof options,
+             "{\"tls\": {\"ca_file\": \"%s/other-ca.pem\"}, \"connect_backoff\": "
+             "{\"base_delay_ms\": 50}}",
+             certs);
+    client = NULL;
+    CHECK_CODE(gf_connect(target, options, &client, &err), GF_OK, err);
+    gf_bytes resp = {0};
+    CHECK_CODE(gf_invoke(client, ECHO, (const uint8_t *)"x", 1, 3000, &resp, &err),
+               GF_UNAVAILABLE, err);
+    CHECKF(contains(err, "tls handshake with") && contains(err, "UnknownIssuer"), "message: %s",
+           err ? err : "(NULL)");
+    gf_string_free(err);
+    err = NULL;
+    gf_close(client);
+
+    snprintf(options, sizeof options, "{\"tls\": {\"ca_file\": \"%s/missing.pem\"}}", certs);
+    client = NULL;
+    CHECK_BAD_ARG(gf_connect(target, options, &client, &err), err, "tls.ca_file: cannot read");
+    CHECKF(client == NULL, "client_out written on failure");
+}
+
 int main(int argc, char **argv)
 {
     gft_init();
@@ -2268,5 +2313,6 @@ int main(int argc, char **argv)
     gft_run("queue_bad_arguments", test_queue_bad_arguments, argc, argv);
     gft_run("queue_wait", test_queue_wait, argc, argv);
     gft_run("worker_threads", test_worker_threads, argc, argv);
+    gft_run("tls", test_tls, argc, argv);
     return gft_finish("test_api_c");
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._status import InvalidArgumentError
@@ -136,6 +137,7 @@ def etcd_options(
     username: Optional[str],
     password: Optional[str],
     dial_timeout: Optional[float],
+    etcd_tls: Any = None,
 ) -> Optional[Dict[str, Any]]:
     """The "etcd" part of options_json, or None when every argument is None. A str of endpoints
     goes as it is: the library splits it at commas."""
@@ -158,7 +160,22 @@ def etcd_options(
         text("password", password)
     if dial_timeout is not None:
         out["dial_timeout_ms"] = milliseconds("etcd_dial_timeout", dial_timeout)
+    if etcd_tls is not None:
+        out["tls"] = tls_options("etcd_tls", etcd_tls)
     return out or None
+
+
+def tls_options(name: str, value: Any) -> Optional[Dict[str, Any]]:
+    """A "tls" options object: a dict of the library's fields, with path-like values (e.g.
+    pathlib.Path) as str. The library checks the fields and reads the files."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict, not {type(value).__name__}")
+    out: Dict[str, Any] = {}
+    for key, val in value.items():
+        out[key] = os.fspath(val) if isinstance(val, os.PathLike) else val
+    return out
 
 
 _BACKOFF_KEYS = {"base_delay", "max_delay", "multiplier", "jitter"}
@@ -175,6 +192,7 @@ def client_options(
     keepalive_time: Any,
     keepalive_timeout: Any,
     options: Any,
+    tls: Any = None,
 ) -> bytes:
     """options_json for gf_connect, from the Client's keyword arguments."""
     out: Dict[str, Any] = {}
@@ -218,6 +236,8 @@ def client_options(
         out["keepalive_time_ms"] = milliseconds("keepalive_time", keepalive_time)
     if keepalive_timeout is not None:
         out["keepalive_timeout_ms"] = milliseconds("keepalive_timeout", keepalive_timeout)
+    if tls is not None:
+        out["tls"] = tls_options("tls", tls)
     return json_value("options", out)
 
 

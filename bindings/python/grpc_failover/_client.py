@@ -331,7 +331,12 @@ class Client:
 
     - ``etcd``: etcd endpoints, a list of ``"host:port"`` or one comma-separated string
       (default ``["127.0.0.1:2379"]``);
-      ``username``/``password`` to log in; ``etcd_dial_timeout`` in seconds.
+      ``username``/``password`` to log in; ``etcd_dial_timeout`` in seconds; ``etcd_tls``: TLS
+      to etcd, a dict like ``tls``.
+    - ``tls``: TLS to every instance, a dict of the library's fields: ``ca_file``,
+      ``cert_file`` and ``key_file`` (mTLS), ``server_name``, ``use_system_roots`` (paths may
+      be str or ``pathlib.Path``); ``{}`` is TLS trusting the system's roots. The files are
+      read here: a missing or invalid one raises :class:`InvalidArgumentError` naming it.
     - ``service_config``: a gRPC service config, as a dict or a JSON string (the format of
       grpc-go's ``WithDefaultServiceConfig``): load balancing policy, retry and hedging policies,
       timeouts, waitForReady.
@@ -355,6 +360,8 @@ class Client:
         username: Optional[str] = None,
         password: Optional[str] = None,
         etcd_dial_timeout: Optional[float] = None,
+        etcd_tls: Optional[Dict[str, Any]] = None,
+        tls: Optional[Dict[str, Any]] = None,
         service_config: Union[Dict[str, Any], str, None] = None,
         connect_timeout: Optional[float] = None,
         connect_backoff: Optional[Dict[str, float]] = None,
@@ -366,7 +373,8 @@ class Client:
     ):
         encoded_target = _args.text("target", target)
         options_json = _args.client_options(
-            etcd=_args.etcd_options(etcd, username, password, etcd_dial_timeout),
+            etcd=_args.etcd_options(etcd, username, password, etcd_dial_timeout, etcd_tls),
+            tls=tls,
             service_config=service_config,
             connect_timeout=connect_timeout,
             connect_backoff=connect_backoff,

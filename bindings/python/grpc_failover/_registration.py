@@ -6,7 +6,7 @@ import json
 import threading
 import weakref
 from ctypes import byref, c_void_p
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 from . import _args
 from ._ffi import lib, take_string
@@ -61,12 +61,13 @@ class Registration:
         username: Optional[str] = None,
         password: Optional[str] = None,
         etcd_dial_timeout: Optional[float] = None,
+        etcd_tls: Optional[Dict[str, Any]] = None,
     ):
         p = _args.text("prefix", prefix)
         a = _args.text("addr", addr)
         md = None if metadata is None else _args.json_value("metadata", metadata)
         seconds = _args.ttl(ttl)
-        etcd_options = _args.etcd_options(etcd, username, password, etcd_dial_timeout)
+        etcd_options = _args.etcd_options(etcd, username, password, etcd_dial_timeout, etcd_tls)
         options = json.dumps({"etcd": etcd_options}).encode() if etcd_options else None
         handle, error = c_void_p(), c_void_p()
         code = lib.gf_register(options, p, a, md, seconds, byref(handle), byref(error))
@@ -130,6 +131,7 @@ def register(
     username: Optional[str] = None,
     password: Optional[str] = None,
     etcd_dial_timeout: Optional[float] = None,
+    etcd_tls: Optional[Dict[str, Any]] = None,
 ) -> Registration:
     """Registers ``addr`` under ``prefix`` in etcd and keeps it there until closed.
 
@@ -139,7 +141,8 @@ def register(
     - ``metadata``: the record's Metadata, any JSON-encodable value; ``{"weight": 10}`` sets the
       instance's weight for ``weighted_round_robin``. None is JSON null.
     - ``ttl``: the lease TTL in whole seconds (at least 1).
-    - ``etcd``, ``username``, ``password``, ``etcd_dial_timeout``: as for :class:`Client`.
+    - ``etcd``, ``username``, ``password``, ``etcd_dial_timeout``, ``etcd_tls``: as for
+      :class:`Client`.
 
     Blocks (without the GIL) until the record is in etcd. Raises :class:`RpcError` UNAVAILABLE
     when etcd cannot be reached within its dial timeout, TypeError for an argument of the wrong
@@ -154,4 +157,5 @@ def register(
         username=username,
         password=password,
         etcd_dial_timeout=etcd_dial_timeout,
+        etcd_tls=etcd_tls,
     )

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -126,13 +127,17 @@ class TestServer:
 class Etcd:
     """A single-node etcd in a temporary data directory; read and written over its JSON API."""
 
-    def __init__(self) -> None:
+    def __init__(self, certs: Optional[Path] = None) -> None:
+        """With ``certs`` (a directory made by scripts/test-certs.sh), clients reach it over TLS
+        with its server certificate."""
         if not shutil.which("etcd"):
             pytest.exit("etcd not found: run `make deps`", 2)
         self.dir = tempfile.mkdtemp(prefix="gf-py-etcd-")
         client, peer = free_port(), free_port()
         self.endpoint = f"127.0.0.1:{client}"
-        self.url = f"http://{self.endpoint}"
+        self.url = f"{'https' if certs else 'http'}://{self.endpoint}"
+        self._ssl = ssl.create_default_context(cafile=str(certs / "ca.pem")) if certs else None
+        tls_flags = ["--cert-file", str(certs / "server.pem"), "--key-file", str(certs / "server.key")] if certs else []
         peer_url = f"http://127.0.0.1:{peer}"
         self.log = open(os.path.join(self.dir, "etcd.log"), "w")
         self.proc = subprocess.Popen(
@@ -147,6 +152,7 @@ class Etcd:
                 "--initial-cluster", f"n={peer_url}",
                 "--heartbeat-interval", "50",
                 "--election-timeout", "500",
+                *tls_flags,
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -157,7 +163,7 @@ class Etcd:
 
     def _healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1) as r:
+            with urllib.request.urlopen(self.url + "/health", timeout=1, context=self._ssl) as r:
                 return json.load(r).get("health") == "true"
         except OSError:
             return False
@@ -171,7 +177,7 @@ class Etcd:
         req = urllib.request.Request(
             self.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
         )
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with urllib.request.urlopen(req, timeout=5, context=self._ssl) as r:
             return json.load(r)
 
     @staticmethod
@@ -213,6 +219,15 @@ def etcd() -> Iterator[Etcd]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory) -> Path:
+    """Test certificates made now by scripts/test-certs.sh: ca.pem, server.pem/.key (localhost,
+    127.0.0.1), client.pem/.key, other-ca.pem."""
+    out = tmp_path_factory.mktemp("certs")
+    subprocess.run(["bash", str(REPO / "scripts" / "test-certs.sh"), str(out)], check=True)
+    return out
 
 
 @pytest.fixture

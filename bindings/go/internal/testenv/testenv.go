@@ -112,14 +112,46 @@ type Etcd struct {
 	// Endpoint is "127.0.0.1:PORT".
 	Endpoint string
 	cmd      *exec.Cmd
+	ctlTLS   []string
+}
+
+// MakeCerts makes test certificates with scripts/test-certs.sh in a temporary directory and
+// returns it: ca.pem, server.pem/.key (localhost, 127.0.0.1), client.pem/.key, other-ca.pem.
+func MakeCerts(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("bash", filepath.Join(RepoRoot(), "scripts", "test-certs.sh"), dir).CombinedOutput()
+	if err != nil {
+		t.Fatalf("test-certs.sh: %v: %s", err, out)
+	}
+	return dir
 }
 
 // StartEtcd starts etcd on free loopback ports with a temporary data directory, waits until it
 // is healthy and stops it when the test ends.
 func StartEtcd(t testing.TB) *Etcd {
 	t.Helper()
+	return startEtcd(t, "")
+}
+
+// StartEtcdTLS is StartEtcd serving clients over TLS with the server certificate in certs (a
+// MakeCerts directory).
+func StartEtcdTLS(t testing.TB, certs string) *Etcd {
+	t.Helper()
+	return startEtcd(t, certs)
+}
+
+func startEtcd(t testing.TB, certs string) *Etcd {
+	t.Helper()
 	dir := t.TempDir()
-	client := "http://127.0.0.1:" + strconv.Itoa(FreePort(t))
+	scheme := "http://"
+	var tlsFlags, ctlTLS []string
+	if certs != "" {
+		scheme = "https://"
+		tlsFlags = []string{"--cert-file", filepath.Join(certs, "server.pem"), "--key-file", filepath.Join(certs, "server.key")}
+		ctlTLS = []string{"--cacert", filepath.Join(certs, "ca.pem")}
+	}
+	client := scheme + "127.0.0.1:" + strconv.Itoa(FreePort(t))
 	peer := "http://127.0.0.1:" + strconv.Itoa(FreePort(t))
 	log, err := os.Create(filepath.Join(dir, "etcd.log"))
 	if err != nil {
@@ -129,12 +161,13 @@ func StartEtcd(t testing.TB) *Etcd {
 		"--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
 		"--initial-cluster", "n="+peer, "--heartbeat-interval", "50", "--election-timeout", "500")
+	cmd.Args = append(cmd.Args, tlsFlags...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start etcd (is etcd-server installed? run make deps): %v", err)
 	}
-	e := &Etcd{Endpoint: strings.TrimPrefix(client, "http://"), cmd: cmd}
+	e := &Etcd{Endpoint: strings.TrimPrefix(client, scheme), cmd: cmd, ctlTLS: ctlTLS}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -149,7 +182,8 @@ func StartEtcd(t testing.TB) *Etcd {
 
 // Ctl runs etcdctl against this etcd and returns its standard output.
 func (e *Etcd) Ctl(args ...string) (string, error) {
-	cmd := exec.Command("etcdctl", append([]string{"--endpoints", e.Endpoint, "--dial-timeout", "2s", "--command-timeout", "3s"}, args...)...)
+	flags := append([]string{"--endpoints", e.Endpoint, "--dial-timeout", "2s", "--command-timeout", "3s"}, e.ctlTLS...)
+	cmd := exec.Command("etcdctl", append(flags, args...)...)
 	cmd.Env = append(os.Environ(), "ETCDCTL_API=3")
 	out, err := cmd.Output()
 	if err != nil {
