@@ -72,6 +72,44 @@ print(f"Target: ratio >= 0.95 at both concurrencies: best runs {verdict(best_rat
 PY
 } | tee "$PARTS/c_abi.md"
 
+echo "== TLS: C ABI vs tonic, both over TLS (64-byte Echo, one gf-testserver)"
+CERTS=$(mktemp -d)
+bash scripts/test-certs.sh "$CERTS"
+TLS_ADDR=$(start_server bench-tls --tls-cert "$CERTS/server.pem" --tls-key "$CERTS/server.key")
+TLS_OPTIONS="{\"tls\": {\"ca_file\": \"$CERTS/ca.pem\"}}"
+{
+    echo "## TLS: C ABI vs tonic, both over TLS"
+    echo
+    echo "The same 64-byte Echo against one gf-testserver serving TLS 1.3 (an ECDSA P-256 certificate from scripts/test-certs.sh). C: \`gf_invoke\` with \`\"tls\": {\"ca_file\": ...}\`; tonic: a \`Channel\` with its \`tls-ring\` feature trusting the same CA. Both on rustls with ring. ${REPEAT} alternating runs of ${SECONDS_PER_ROW} s per row. First call: from connect to the end of the first call (TCP, TLS and HTTP/2 handshakes included), median over the runs."
+    echo
+    echo "| concurrency | C ABI calls/s (median) | C ABI p50 | C ABI p99 | tonic calls/s (median) | tonic p50 | tonic p99 | ratio of medians C/tonic | first call C / tonic |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    runs=()
+    for n in 1 32; do
+        for _ in $(seq "$REPEAT"); do
+            runs+=("$("$LIB/gf-cbench" sync "static:///$TLS_ADDR" "$n" "$SECONDS_PER_ROW" "$TLS_OPTIONS")")
+            runs+=("$("$CORE" direct "$TLS_ADDR" "$n" "$SECONDS_PER_ROW" "$CERTS/ca.pem")")
+        done
+    done
+    python3 - "${runs[@]}" <<'PY'
+import json, statistics, sys
+runs = [json.loads(r) for r in sys.argv[1:]]
+ratios = []
+for n in (1, 32):
+    sides = [[r for r in runs if r["mode"] == mode and r["concurrency"] == n] for mode in ("sync", "direct")]
+    med = [sorted(side, key=lambda r: r["calls_per_s"])[len(side) // 2] for side in sides]
+    ratio = med[0]["calls_per_s"] / med[1]["calls_per_s"]
+    ratios.append(ratio)
+    first = [statistics.median(r["first_call_ms"] for r in side) for side in sides]
+    c, d = med
+    print(f"| {n} | {c['calls_per_s']:.0f} | {c['p50_us']} µs | {c['p99_us']} µs | {d['calls_per_s']:.0f} | {d['p50_us']} µs | {d['p99_us']} µs | {ratio:.3f} | {first[0]:.1f} ms / {first[1]:.1f} ms |")
+print()
+verdict = "met" if min(ratios) >= 0.95 else f"not met (lowest {min(ratios):.3f})"
+print(f"Target: ratio of medians >= 0.95 at both concurrencies: {verdict}.")
+PY
+} | tee "$PARTS/tls.md"
+rm -rf "$CERTS"
+
 echo "== async (256 in flight, one thread) vs sync (32 threads)"
 {
     echo "## Async vs sync C calls"

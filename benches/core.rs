@@ -1,6 +1,8 @@
 //! Rust-side benchmarks, run by `make bench` (bench/run.sh). Each mode prints one JSON line.
 //!
-//!   core direct <addr> <concurrency> <seconds>     tonic Channel directly, 64-byte Echo
+//!   core direct <addr> <concurrency> <seconds> [ca.pem]
+//!                                                  tonic Channel directly, 64-byte Echo
+//!                                                  (over TLS trusting ca.pem, if given)
 //!   core pick <instances> <threads> <seconds>      picker cost (WRR and round_robin)
 //!   core discovery <rounds>                        etcd PUT/DELETE to first/last call
 //!   core dead <seconds>                            3 instances, one always UNAVAILABLE
@@ -30,7 +32,12 @@ fn main() {
             .unwrap_or_else(|| panic!("missing argument {i}: {args:?}"))
     };
     match arg(0).as_str() {
-        "direct" => direct(&arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap()),
+        "direct" => direct(
+            &arg(1),
+            arg(2).parse().unwrap(),
+            arg(3).parse().unwrap(),
+            args.get(4).map(String::as_str),
+        ),
         "pick" => pick(
             arg(1).parse().unwrap(),
             arg(2).parse().unwrap(),
@@ -63,8 +70,9 @@ fn summary(mut lat_us: Vec<u64>, elapsed: Duration, extra: serde_json::Value) ->
     v
 }
 
-/// The same 64-byte Echo load through tonic's own Channel, with as many concurrent callers.
-fn direct(addr: &str, concurrency: usize, seconds: f64) {
+/// The same 64-byte Echo load through tonic's own Channel, with as many concurrent callers;
+/// over TLS (tonic's rustls with ring) when `ca` is given.
+fn direct(addr: &str, concurrency: usize, seconds: f64, ca: Option<&str>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
             std::thread::available_parallelism()
@@ -76,12 +84,26 @@ fn direct(addr: &str, concurrency: usize, seconds: f64) {
         .build()
         .unwrap();
     let result = rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
+        let connect_start = Instant::now();
+        let scheme = if ca.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            tonic::transport::Endpoint::from_shared(format!("{scheme}://{addr}")).unwrap();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).expect("the CA file");
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            endpoint = endpoint.tls_config(tls).unwrap();
+        }
+        let channel = endpoint.connect().await.unwrap();
+        let payload = Bytes::from(vec![7u8; 64]);
+        let path = http::uri::PathAndQuery::from_static("/bench.Svc/Echo");
+        let mut first = tonic::client::Grpc::new(channel.clone());
+        first.ready().await.unwrap();
+        first
+            .unary(tonic::Request::new(payload.clone()), path, RawCodec)
             .await
             .unwrap();
-        let payload = Bytes::from(vec![7u8; 64]);
+        let first_call_ms = connect_start.elapsed().as_secs_f64() * 1e3;
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
         let started = Instant::now();
         let tasks: Vec<_> = (0..concurrency)
@@ -111,7 +133,7 @@ fn direct(addr: &str, concurrency: usize, seconds: f64) {
         summary(
             all,
             started.elapsed(),
-            json!({"mode": "direct", "concurrency": concurrency}),
+            json!({"mode": "direct", "concurrency": concurrency, "first_call_ms": first_call_ms}),
         )
     });
     println!("{result}");

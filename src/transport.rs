@@ -103,6 +103,12 @@ fn handshake_failed(addr: &str, e: &h2::Error, tls: bool) -> String {
              handshake ({io}): it may require a client certificate (tls.cert_file, \
              tls.key_file) or have refused ours"
         ),
+        // A TLS record (an alert or a ServerHello) read as an HTTP/2 frame header announces a
+        // frame of over 1 MiB: the server speaks TLS to our plaintext.
+        _ if !tls && !e.is_remote() && e.reason() == Some(h2::Reason::FRAME_SIZE_ERROR) => format!(
+            "HTTP/2 handshake with {addr}: {e}: the server's first bytes are not HTTP/2; if it \
+             serves TLS, set \"tls\" in the options"
+        ),
         _ => format!("HTTP/2 handshake with {addr}: {e}"),
     }
 }

@@ -176,7 +176,7 @@ fn plaintext_and_tls_mismatches_end_unavailable_within_the_deadline() {
         options(r#"{"connect_backoff": {"base_delay_ms": 100, "max_delay_ms": 500}}"#),
     )
     .unwrap();
-    assert_eq!(failure(&plaintext_client).code, Code::Unavailable);
+    assert_unavailable(&failure(&plaintext_client), "if it serves TLS, set \"tls\"");
 
     let tls_client = client(
         &format!("static:///{}", plain.addr),
