@@ -286,6 +286,14 @@ fn system_root_certs() -> &'static [CertificateDer<'static>] {
 }
 
 fn read(field: &str, key: &str, path: &str) -> Result<Vec<u8>, String> {
+    // Not a FIFO or a device: opening one could block gf_connect forever.
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("{field}.{key}: cannot read {path}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{field}.{key}: cannot read {path}: not a regular file"
+        ));
+    }
     let file =
         std::fs::File::open(path).map_err(|e| format!("{field}.{key}: cannot read {path}: {e}"))?;
     let mut pem = Vec::new();
@@ -395,6 +403,13 @@ mod tests {
         );
         let dir_path = dir.path().display().to_string();
         let err = load(json!({"ca_file": dir_path}));
-        assert!(err.starts_with("tls.ca_file: cannot read"), "{err}");
+        assert!(err.ends_with("not a regular file"), "{err}");
+        // A FIFO nobody writes to would block the open forever.
+        let fifo = dir.path().join("fifo");
+        let c_path = std::ffi::CString::new(fifo.display().to_string()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let err = load(json!({"ca_file": fifo.display().to_string()}));
+        assert!(err.ends_with("not a regular file"), "{err}");
     }
 }
