@@ -404,7 +404,6 @@ impl Client {
     }
 }
 
-/// Splits "/pkg.Service/Method" into ("pkg.Service", "Method").
 /// Loads the TLS files `options` names at `field`, as INVALID_ARGUMENT errors.
 pub(crate) fn load_tls(
     options: Option<&crate::config::TlsOptions>,
@@ -416,6 +415,7 @@ pub(crate) fn load_tls(
         .map_err(|e| Status::invalid_argument(format!("options_json: {e}")))
 }
 
+/// Splits "/pkg.Service/Method" into ("pkg.Service", "Method").
 pub fn split_method(method: &str) -> Result<(&str, &str), Status> {
     let bad = || {
         Status::invalid_argument(format!(

@@ -191,10 +191,28 @@ impl Tls {
         record_name: Option<&str>,
     ) -> Result<TlsStream<TcpStream>, String> {
         let name = self.name_for(addr, record_name)?;
-        tokio_rustls::TlsConnector::from(self.config.clone())
+        let stream = tokio_rustls::TlsConnector::from(self.config.clone())
             .connect(name.clone(), tcp)
             .await
-            .map_err(|e| self.failed(addr, &name, &e))
+            .map_err(|e| self.failed(addr, &name, &e))?;
+        // gRPC over TLS is HTTP/2 chosen by ALPN (grpc-go refuses a server that chooses none):
+        // a server that does not is not speaking gRPC on this port.
+        match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Ok(stream),
+            other => Err(format!(
+                "tls handshake with {addr}: the server did not choose HTTP/2 by ALPN \
+                 (it chose {}); it is no gRPC server",
+                other.map_or("nothing".to_string(), |p| format!(
+                    "{:?}",
+                    String::from_utf8_lossy(p)
+                ))
+            )),
+        }
+    }
+
+    /// Whether a client certificate is configured (mTLS).
+    pub fn has_client_certificate(&self) -> bool {
+        self.identity_pem.is_some()
     }
 
     fn name_for(
@@ -210,8 +228,7 @@ impl Tls {
         if let Some(name) = &self.server_name {
             return Ok(name.clone());
         }
-        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = host_of(addr);
         server_name(host).map_err(|why| {
             format!(
                 "tls handshake with {addr}: the host {why}; set {}.server_name",
@@ -258,6 +275,14 @@ impl Tls {
     }
 }
 
+/// The host of "host:port" or "[v6]:port", without an IPv6 zone ("%eth0"): what a certificate
+/// names.
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.split_once('%').map_or(host, |(ip, _zone)| ip)
+}
+
 /// The rustls error inside an I/O error, if that is what it is.
 pub(crate) fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
     e.get_ref()
@@ -273,7 +298,8 @@ pub(crate) fn reason(e: &std::io::Error) -> String {
     }
 }
 
-/// The system's trusted roots, read once per process.
+/// The system's trusted roots, read once per process (the OS store changes with the system,
+/// not with a client: a new process picks up a changed store).
 fn system_root_certs() -> &'static [CertificateDer<'static>] {
     static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
     ROOTS.get_or_init(|| {
@@ -381,6 +407,22 @@ mod tests {
             assert!(err.starts_with(want), "{v}: {err}");
         }
         assert!(parse(json!({"server_name": "127.0.0.1"})).is_ok());
+    }
+
+    #[test]
+    fn the_host_of_an_address_is_what_the_certificate_must_name() {
+        assert_eq!(host_of("api.internal:443"), "api.internal");
+        assert_eq!(host_of("127.0.0.1:50051"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:443"), "::1");
+        assert_eq!(host_of("[fe80::1%eth0]:443"), "fe80::1");
+        for addr in [
+            "[::1]:443",
+            "[fe80::1%eth0]:443",
+            "127.0.0.1:1",
+            "localhost:1",
+        ] {
+            assert!(server_name(host_of(addr)).is_ok(), "{addr}");
+        }
     }
 
     #[test]

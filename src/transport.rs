@@ -91,24 +91,38 @@ pub async fn connect(
 /// "CertificateRequired") arrives as the first read of HTTP/2, and is a TLS failure.
 /// (h2 keeps only an I/O error's kind and text: tokio-rustls reports TLS failures as
 /// InvalidData, which nothing else on a TLS stream does.)
-fn handshake_failed(addr: &str, e: &h2::Error, tls: bool) -> String {
-    match e.get_io() {
-        Some(io) if tls && io.kind() == std::io::ErrorKind::InvalidData => {
+fn handshake_failed(addr: &str, e: &h2::Error, tls: Option<&crate::tls::Tls>) -> String {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, InvalidData, UnexpectedEof};
+    match (e.get_io(), tls) {
+        (Some(io), Some(_)) if io.kind() == InvalidData => {
             format!("tls handshake with {addr}: {}", crate::tls::reason(io))
         }
         // The server's alert can be lost with the connection it closes right after (the reset
         // discards it): what TLS 1.3 servers do to a client certificate they refuse.
-        Some(io) if tls => format!(
-            "tls handshake with {addr}: the server closed the connection right after the \
-             handshake ({io}): it may require a client certificate (tls.cert_file, \
-             tls.key_file) or have refused ours"
-        ),
+        (Some(io), Some(tls))
+            if matches!(io.kind(), ConnectionReset | BrokenPipe | UnexpectedEof) =>
+        {
+            let why = if tls.has_client_certificate() {
+                "it may have refused our client certificate (tls.cert_file)"
+            } else {
+                "it may require a client certificate (tls.cert_file, tls.key_file)"
+            };
+            format!(
+                "tls handshake with {addr}: the server closed the connection right after the \
+                 handshake ({io}): {why}"
+            )
+        }
         // A TLS record (an alert or a ServerHello) read as an HTTP/2 frame header announces a
         // frame of over 1 MiB: the server speaks TLS to our plaintext.
-        _ if !tls && !e.is_remote() && e.reason() == Some(h2::Reason::FRAME_SIZE_ERROR) => format!(
+        _ if tls.is_none()
+            && !e.is_remote()
+            && e.reason() == Some(h2::Reason::FRAME_SIZE_ERROR) =>
+        {
+            format!(
             "HTTP/2 handshake with {addr}: {e}: the server's first bytes are not HTTP/2; if it \
              serves TLS, set \"tls\" in the options"
-        ),
+        )
+        }
         _ => format!("HTTP/2 handshake with {addr}: {e}"),
     }
 }
@@ -134,7 +148,7 @@ where
         .enable_push(false)
         .handshake::<_, Bytes>(io)
         .await
-        .map_err(|e| handshake_failed(addr, &e, cfg.tls.is_some()))?;
+        .map_err(|e| handshake_failed(addr, &e, cfg.tls.as_deref()))?;
     // READY means the server answers over HTTP/2, not only that the kernel took the TCP
     // connection: a hung process still completes TCP handshakes from its listen backlog. A PING
     // it acknowledges proves it read our preface and is serving the connection. (The caller
@@ -144,16 +158,16 @@ where
         .expect("a new connection hands out its PingPong");
     pings
         .send_ping(h2::Ping::opaque())
-        .map_err(|e| handshake_failed(addr, &e, cfg.tls.is_some()))?;
+        .map_err(|e| handshake_failed(addr, &e, cfg.tls.as_deref()))?;
     tokio::select! {
         r = &mut conn => {
             return Err(match r {
-                Err(e) => handshake_failed(addr, &e, cfg.tls.is_some()),
+                Err(e) => handshake_failed(addr, &e, cfg.tls.as_deref()),
                 Ok(()) => format!("HTTP/2 handshake with {addr}: closed by peer"),
             });
         }
         r = std::future::poll_fn(|cx| pings.poll_pong(cx)) => {
-            r.map_err(|e| handshake_failed(addr, &e, cfg.tls.is_some()))?;
+            r.map_err(|e| handshake_failed(addr, &e, cfg.tls.as_deref()))?;
         }
     }
     let keepalive = cfg

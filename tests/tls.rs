@@ -368,3 +368,44 @@ fn killing_one_of_three_tls_instances_costs_no_call() {
     }
     assert_eq!(errors, 0);
 }
+
+#[test]
+fn a_tls_server_that_does_not_choose_h2_by_alpn_is_no_grpc_server() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = Certs::new();
+    let chain = CertificateDer::pem_file_iter(&certs.server.cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(&certs.server.key).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    // No alpn_protocols: an HTTPS/1.1-only server, say.
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    listener.set_nonblocking(true).unwrap();
+    grpc_failover::runtime_handle().spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                held.push(tls);
+            }
+        }
+    });
+    let c = client(
+        &format!("static:///{addr}"),
+        Certs::tls_json(&certs.ca, None, None),
+    );
+    assert_unavailable(
+        &failure(&c),
+        &format!("tls handshake with {addr}: the server did not choose HTTP/2 by ALPN (it chose nothing)"),
+    );
+}

@@ -346,6 +346,23 @@ mod tests {
     }
 
     #[test]
+    fn etcd_tls_refuses_plaintext_endpoints() {
+        let err = Options::from_value(&json!({"etcd": {
+            "endpoints": ["http://127.0.0.1:2379"], "tls": {}
+        }}))
+        .unwrap_err();
+        assert!(
+            err.starts_with("etcd.endpoints: \"http://127.0.0.1:2379\" is plaintext"),
+            "{err}"
+        );
+        let o = Options::from_value(&json!({"etcd": {
+            "endpoints": ["https://127.0.0.1:2379", "127.0.0.1:2380"], "tls": {"ca_file": "/ca.pem"}
+        }}))
+        .unwrap();
+        assert_eq!(o.etcd.tls.unwrap().ca_file.as_deref(), Some("/ca.pem"));
+    }
+
+    #[test]
     fn backoff_multiplier_is_bounded() {
         for m in [0.5, 100.5, 1e308] {
             let err =
