@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The Go binding's tests (make test-go): gofmt and go vet, then go test in each of its modules
-# (the binding, grpcstatus, interop) normally and under -race, and the binding's tests in the GC
-# stress mode, which collects garbage around every cgo call to catch a missing runtime.KeepAlive.
-# Needs make build first; the tests start their own etcd and gf-testserver processes.
+# (the binding, grpcstatus, grpcconn, interop) normally and under -race, and the binding's tests in
+# the GC stress mode, which collects garbage around every cgo call to catch a missing
+# runtime.KeepAlive. Needs make build first; the tests start their own etcd and gf-testserver
+# processes. grpcconn's tests call through stubs generated here first from tests/proto/echo.proto
+# (protoc, and the Go plugins built with go install); nothing generated is committed.
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(cd ../.. && pwd)
@@ -14,7 +16,14 @@ fi
 for tool in go etcd etcdctl; do
     command -v "$tool" >/dev/null || { echo "run_tests.sh: $tool not found (Go 1.22+; make deps installs etcd)" >&2; exit 1; }
 done
-modules=(. grpcstatus interop)
+modules=(. grpcstatus grpcconn interop)
+
+run() {
+    echo "+ $*"
+    "$@"
+}
+
+run bash grpcconn/internal/echopb/gen.sh
 
 unformatted=$(gofmt -l .)
 if [ -n "$unformatted" ]; then
@@ -22,11 +31,6 @@ if [ -n "$unformatted" ]; then
     echo "$unformatted" >&2
     exit 1
 fi
-
-run() {
-    echo "+ $*"
-    "$@"
-}
 
 for m in "${modules[@]}"; do
     (cd "$m" && run go vet ./... && run go vet -tags grpcfailover_gcstress ./...)

@@ -1,0 +1,22 @@
+module grpc-failover/bindings/go/grpcconn
+
+go 1.26.0
+
+require (
+	google.golang.org/grpc v1.85.0
+	google.golang.org/protobuf v1.36.12
+	grpc-failover/bindings/go v0.0.0
+	grpc-failover/bindings/go/grpcstatus v0.0.0
+)
+
+require (
+	golang.org/x/net v0.60.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+	golang.org/x/text v0.42.0 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+)
+
+replace (
+	grpc-failover/bindings/go => ../
+	grpc-failover/bindings/go/grpcstatus => ../grpcstatus
+)
