@@ -15,10 +15,27 @@ from ._client import Client, Response
 from ._registration import Registration, register
 from ._status import FailedPreconditionError, InvalidArgumentError, RpcError, StatusCode
 
+
+
+def __getattr__(name: str) -> object:
+    # The channels import grpcio when it is there: only programs that use them pay for it.
+    if name in ("Channel", "ChannelRpcError"):
+        from . import _channel
+
+        return getattr(_channel, name)
+    if name == "aio":
+        import importlib
+
+        return importlib.import_module(".aio", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __version__: str = library_version()
 """The version of the loaded native library."""
 
 __all__ = [
+    "Channel",
+    "ChannelRpcError",
     "Client",
     "FailedPreconditionError",
     "InvalidArgumentError",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 #: A metadata value as received: bytes for keys ending in "-bin", text otherwise.
 MetadataValue = Union[str, bytes]
@@ -42,8 +42,29 @@ class StatusCode(enum.Enum):
         """The member for a wire number; numbers outside 0..16 map to UNKNOWN, as in gRPC."""
         return _BY_NUMBER.get(number, cls.UNKNOWN)
 
+    def __call__(self) -> Any:
+        """The ``grpc.StatusCode`` member of the same name when grpcio is importable, else this
+        member. So the ``code`` attribute of an error raised by a Channel is also grpc's
+        ``code()`` method: ``e.code is StatusCode.NOT_FOUND`` and
+        ``e.code() is grpc.StatusCode.NOT_FOUND`` both hold."""
+        return _grpc_codes().get(self, self)
+
 
 _BY_NUMBER = {member.value[0]: member for member in StatusCode}
+
+_GRPC_CODES: Optional[Dict[StatusCode, Any]] = None
+
+
+def _grpc_codes() -> Dict[StatusCode, Any]:
+    global _GRPC_CODES
+    if _GRPC_CODES is None:
+        try:
+            import grpc
+        except ImportError:
+            _GRPC_CODES = {}
+        else:
+            _GRPC_CODES = {member: grpc.StatusCode[member.name] for member in StatusCode}
+    return _GRPC_CODES
 
 
 class RpcError(Exception):
