@@ -72,18 +72,22 @@ pub fn decode_record(key: &str, value: &[u8]) -> Result<Endpoint, String> {
 /// weights up to it, and any number of instances can sum their weights without overflow.
 pub const MAX_WEIGHT: f64 = 1e6;
 
+/// A field of an instance's metadata: of an object, or of a JSON string that holds one.
+fn metadata_field(metadata: &Value, key: &str) -> Option<Value> {
+    match metadata {
+        Value::Object(o) => o.get(key).cloned(),
+        Value::String(s) => serde_json::from_str::<Value>(s)
+            .ok()
+            .and_then(|v| v.get(key).cloned()),
+        _ => None,
+    }
+}
+
 /// The weight in an instance's metadata (the `weight` field of an object, or a JSON string that
 /// holds such an object); 1 when absent or not a non-negative finite JSON number (a string
 /// such as "3" is not a number); at most [`MAX_WEIGHT`].
 pub fn weight_of(metadata: &Value) -> f64 {
-    let weight = match metadata {
-        Value::Object(o) => o.get("weight").cloned(),
-        Value::String(s) => serde_json::from_str::<Value>(s)
-            .ok()
-            .and_then(|v| v.get("weight").cloned()),
-        _ => None,
-    };
-    let number = match weight {
+    let number = match metadata_field(metadata, "weight") {
         Some(Value::Number(n)) => n.as_f64(),
         _ => None,
     };
@@ -96,14 +100,7 @@ pub fn weight_of(metadata: &Value) -> f64 {
 /// `server_name` in an instance's metadata (an object, or a JSON string holding one): the name
 /// its TLS certificate is verified against, overriding the client's `tls.server_name`.
 pub fn server_name_of(metadata: &Value) -> Option<String> {
-    let name = match metadata {
-        Value::Object(o) => o.get("server_name").cloned(),
-        Value::String(s) => serde_json::from_str::<Value>(s)
-            .ok()
-            .and_then(|v| v.get("server_name").cloned()),
-        _ => None,
-    };
-    match name {
+    match metadata_field(metadata, "server_name") {
         Some(Value::String(s)) if !s.is_empty() => Some(s),
         _ => None,
     }
