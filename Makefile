@@ -80,7 +80,7 @@ install: build
 	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
 	install -m 644 target/release/libgrpc_failover.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 target/release/libgrpc_failover.so $(DESTDIR)$(PREFIX)/lib/
-	install -m 644 include/grpc_failover.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/grpc_failover.h include/grpc_failover.hpp $(DESTDIR)$(PREFIX)/include/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)|' \
 	    grpc_failover.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/grpc_failover.pc
 

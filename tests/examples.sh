@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The README's C and C++ code blocks and examples/*.c compile as written, and the README's C
-# example runs against a gf-testserver.
+# The README's C and C++ code blocks and examples/*.c compile as written, the README's C and
+# C++ examples run against a gf-testserver, and both build against what `make install` installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIB=$PWD/target/release
@@ -26,7 +26,7 @@ for f in "$TMP"/readme_*.cpp; do
     n=$((n + 1))
 done
 
-# Run the README's C example and C++ example against a real server.
+# Run the README's C and C++ examples against a real server.
 OUT=$TMP/server.out
 "$LIB/gf-testserver" --listen 127.0.0.1:0 --name readme >"$OUT" &
 SERVER=$!
@@ -34,6 +34,11 @@ for _ in $(seq 100); do grep -q '^listening' "$OUT" && break; sleep 0.05; done
 ADDR=$(sed -n 's/^listening //p' "$OUT")
 for bin in "$TMP"/readme_*.c.bin; do
     "$bin" "static:///$ADDR" | grep -q '^reply: hello$'
+done
+for bin in "$TMP"/readme_*.cpp.bin; do
+    out=$("$bin" "static:///$ADDR")
+    grep -q '^reply: hello (trailer echoed)$' <<<"$out"
+    grep -q '^async, then UNIMPLEMENTED' <<<"$out"
 done
 # `make install` gives a library, header and pkg-config file that a program builds against.
 make -s install PREFIX="$TMP/prefix" >/dev/null
@@ -44,6 +49,11 @@ gcc -std=c11 -Wall -Werror examples/client.c $(pkg-config --cflags --libs grpc_f
 gcc -std=c11 -Wall -Werror examples/client.c -I "$TMP/prefix/include" "$TMP/prefix/lib/libgrpc_failover.a" \
     -lpthread -ldl -lm -o "$TMP/static-client"
 "$TMP/static-client" "static:///$ADDR" static | grep -q '^reply: static$'
-n=$((n + 2))
+# The C++ header from the installed prefix, with the same pkg-config flags.
+cpp_readme=$(ls "$TMP"/readme_*.cpp | head -1)
+g++ -std=c++17 -Wall -Werror "$cpp_readme" $(pkg-config --cflags --libs grpc_failover) \
+    -Wl,-rpath,"$TMP/prefix/lib" -o "$TMP/installed-cpp"
+"$TMP/installed-cpp" "static:///$ADDR" | grep -q '^reply: hello (trailer echoed)$'
+n=$((n + 3))
 passed=$n
 echo "examples: $passed passed, 0 failed"

@@ -299,7 +299,7 @@ static inline void gft_kill_server(const gft_server *server)
 }
 
 /* A loopback port that nothing listens on (bound, then closed). */
-static int gft_closed_port(void)
+static inline int gft_closed_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a;
@@ -315,7 +315,7 @@ static int gft_closed_port(void)
     return ntohs(a.sin_port);
 }
 
-static const char *gft_code_name(int code)
+static inline const char *gft_code_name(int code)
 {
     static const char *const names[] = {
         "OK",        "CANCELLED",           "UNKNOWN",       "INVALID_ARGUMENT",
@@ -333,7 +333,7 @@ static const char *gft_code_name(int code)
            (message) ? (const char *)(message) : "(none)")
 
 /* The client's "calls" counter: calls that got past argument checking into the library. */
-static long gft_calls_started(gf_client *client)
+static inline long gft_calls_started(gf_client *client)
 {
     char *json = NULL;
     char *err = NULL;
@@ -350,7 +350,7 @@ static long gft_calls_started(gf_client *client)
 }
 
 /* Waits until at least `n` calls are inside the library (so it is safe to gf_close). */
-static void gft_wait_calls_started(gf_client *client, long n)
+static inline void gft_wait_calls_started(gf_client *client, long n)
 {
     int64_t deadline = gft_now_ms() + (int64_t)g_gft_timeout_s * 1000 / 2;
     while (gft_calls_started(client) < n) {

@@ -94,6 +94,8 @@ run "header as C11" "$CC" -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only
     "$GF_INCLUDE/grpc_failover.h"
 run "header as C++17" "$CXX" -std=c++17 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ \
     "$GF_INCLUDE/grpc_failover.h"
+run "C++ header alone" "$CXX" -std=c++17 -Wall -Wextra -Werror -pedantic -Wconversion -Wshadow \
+    -fsyntax-only -x c++ -I "$GF_INCLUDE" "$GF_INCLUDE/grpc_failover.hpp"
 
 step "build the test programs (shared and static)"
 compile() { # compile NAME COMPILER FLAGS... : compiles once, links shared and static
@@ -108,6 +110,7 @@ compile() { # compile NAME COMPILER FLAGS... : compiles once, links shared and s
 build_ok=1
 run "build C" compile test_api_c "$CC" "${CFLAGS[@]}" "$HERE/test_api.c" || build_ok=0
 run "build C++" compile test_api_cpp "$CXX" "${CXXFLAGS[@]}" "$HERE/test_api.cpp" || build_ok=0
+run "build C++ header" compile test_hpp "$CXX" "${CXXFLAGS[@]}" "$HERE/test_hpp.cpp" || build_ok=0
 
 # The example of the README's C quick start, built exactly as the README shows.
 step "examples/client.c"
@@ -146,6 +149,8 @@ if [ $build_ok = 1 ]; then
     run "C++ shared" timeout -k 10 240 "$OUT/test_api_cpp_shared"
     step "C++, static library"
     run "C++ static" timeout -k 10 240 "$OUT/test_api_cpp_static"
+    step "grpc_failover.hpp, shared library"
+    run "C++ header shared" timeout -k 10 240 "$OUT/test_hpp_shared"
 
     # The memory checker runs link a build of the library without mimalloc: valgrind and LSan
     # only see glibc's heap. The code is the same; only the allocator differs.
@@ -235,7 +240,10 @@ if [ $build_ok = 1 ]; then
             "$HERE/test_api.c" -L "$dir" -l"$LIB_NAME" -Wl,-rpath,"$dir" &&
             # shellcheck disable=SC2086 # a list of linker flags, split on purpose
             "$CXX" "${CXXFLAGS[@]}" "${SAN_FLAGS[@]}" -o "$OUT/test_api_cpp_san_static" \
-                "$HERE/test_api.cpp" "${SAN_LIBRARY%.so}.a" $GF_STATIC_LIBS
+                "$HERE/test_api.cpp" "${SAN_LIBRARY%.so}.a" $GF_STATIC_LIBS &&
+            # shellcheck disable=SC2086 # a list of linker flags, split on purpose
+            "$CXX" "${CXXFLAGS[@]}" "${SAN_FLAGS[@]}" -o "$OUT/test_hpp_san_static" \
+                "$HERE/test_hpp.cpp" "${SAN_LIBRARY%.so}.a" $GF_STATIC_LIBS
     }
     if [ "${GF_SANITIZERS:-auto}" = off ]; then
         echo "(sanitizers skipped: GF_SANITIZERS=off)"
@@ -246,6 +254,8 @@ if [ $build_ok = 1 ]; then
                 "$OUT/test_api_c_san_shared"
             run "C++ static under ASan + UBSan" env "${SAN_ENV[@]}" timeout -k 10 600 \
                 "$OUT/test_api_cpp_san_static"
+            run "C++ header (static) under ASan + UBSan" env "${SAN_ENV[@]}" timeout -k 10 600 \
+                "$OUT/test_hpp_san_static"
         fi
     fi
 fi
