@@ -71,6 +71,43 @@ def _read_result(result: int, full: bool) -> _Outcome:
     return code, message, data, headers, trailers
 
 
+class KeptResult:
+    """A finished call's gf_result, kept: the code, message and response bytes read at once,
+    the headers and trailers only when asked for. Frees the result when collected. For
+    callers that rarely read the metadata (grpc.aio stubs), so that most calls never pay for
+    copying it."""
+
+    __slots__ = ("code", "message", "data", "_result", "_headers", "_trailers")
+
+    def __init__(self, result: int):
+        self.code, self.message, self.data, _, _ = _read_result(result, False)
+        self._result: Optional[int] = result
+        self._headers: Optional[Metadata] = None
+        self._trailers: Optional[Metadata] = None
+
+    def headers(self) -> Metadata:
+        if self._headers is None:
+            self._headers = _read_pairs(self._result, fast.gf_result_header_count, fast.gf_result_header)
+        return self._headers
+
+    def trailers(self) -> Metadata:
+        if self._trailers is None:
+            self._trailers = _read_pairs(self._result, fast.gf_result_trailer_count, fast.gf_result_trailer)
+        return self._trailers
+
+    def __del__(self) -> None:
+        result, self._result = self._result, None
+        if result:
+            try:
+                fast.gf_result_free(result)
+            except Exception:  # the interpreter is shutting down and the module is gone
+                pass
+
+
+# How a finished async call hands its result to its future.
+_BYTES, _FULL, _KEEP = 0, 1, 2
+
+
 def _finish(outcome: _Outcome, full: bool) -> Union[bytes, Response]:
     code, message, data, headers, trailers = outcome
     if code != 0:
@@ -215,8 +252,8 @@ class _Completions:
         self.scheduled = False
         items = self.items
         while items:
-            (_, future, full), result = items.popleft()
-            _settle(future, full, result)
+            (_, future, mode), result = items.popleft()
+            _settle(future, mode, result)
 
     def discard(self) -> None:
         items = self.items
@@ -239,19 +276,26 @@ class _Completions:
             pass
 
 
-def _settle(future: "asyncio.Future[_Outcome]", full: bool, result: int) -> None:
-    """On the loop's thread: completes a call's future from its result, then frees the result."""
+def _settle(future: "asyncio.Future[Any]", mode: int, result: int) -> None:
+    """On the loop's thread: completes a call's future from its result (an _Outcome, or for
+    _KEEP a KeptResult that owns it), then frees the result unless it is kept."""
     try:
         if future.done():
             return  # cancelled meanwhile: nobody reads it
         try:
-            outcome = _read_result(result, full)
+            if mode == _KEEP:
+                kept = KeptResult(result)
+                result = 0  # the KeptResult frees it
+                future.set_result(kept)
+                return
+            outcome = _read_result(result, mode == _FULL)
         except BaseException as e:
             future.set_exception(e)
         else:
             future.set_result(outcome)
     finally:
-        fast.gf_result_free(result)
+        if result:
+            fast.gf_result_free(result)
 
 
 _completions: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Completions]" = (
@@ -266,8 +310,9 @@ def _completions_for(loop: asyncio.AbstractEventLoop) -> _Completions:
     return queue
 
 
-# An async call in flight: its loop's completions, its future, whether to read metadata.
-_Entry = Tuple[_Completions, "asyncio.Future[_Outcome]", bool]
+# An async call in flight: its loop's completions, its future, what to hand it (_BYTES, _FULL,
+# _KEEP).
+_Entry = Tuple[_Completions, "asyncio.Future[Any]", int]
 
 # Async calls in flight by user_data id. The library only ever sees the integer id, never a
 # pointer to a Python object.
@@ -303,6 +348,14 @@ def _on_result(user_data: Optional[int], result: Optional[int]) -> None:
             traceback.print_exc()
         except BaseException:
             pass
+
+
+def cancel_async(key: int, call: int) -> None:
+    """Cancels a call started by Client._start_async whose future nobody waits for any more:
+    the outcome still arrives, with CANCELLED, and is freed unread (the loop that would take it
+    from the queue may be closing)."""
+    _pending.pop(key, None)
+    fast.gf_call_cancel(call)
 
 
 # Kept alive for the life of the module: the library calls it from its threads.
@@ -535,6 +588,23 @@ class Client:
     async def _invoke_async(
         self, method: Any, request: Any, timeout: Any, metadata: Any, wait_for_ready: Any, full: bool
     ) -> Union[bytes, Response]:
+        key, call, future = self._start_async(method, request, timeout, metadata, wait_for_ready,
+                                              _FULL if full else _BYTES)
+        try:
+            outcome = await future
+        except BaseException:
+            cancel_async(key, call)
+            raise
+        finally:
+            fast.gf_call_free(call)
+        return _finish(outcome, full)
+
+    def _start_async(
+        self, method: Any, request: Any, timeout: Any, metadata: Any, wait_for_ready: Any, mode: int
+    ) -> Tuple[int, int, "asyncio.Future[Any]"]:
+        """Starts an async call on the running loop without waiting: returns its key, its call
+        handle (the caller frees it with gf_call_free) and the future that gets its outcome
+        (an _Outcome, or a KeptResult for _KEEP). Raises for a call the library refused."""
         m = _args.method(method)
         req = _args.request(request)
         loop = asyncio.get_running_loop()
@@ -542,13 +612,13 @@ class Client:
             options = None
         else:
             options = _call_options(timeout, metadata, wait_for_ready)
-        future: "asyncio.Future[_Outcome]" = loop.create_future()
+        future: "asyncio.Future[Any]" = loop.create_future()
         key = next(_ids)
         call, error = c_void_p(), c_void_p()
         native = self._native
         completions = _completions_for(loop)
         queue = completions.queue
-        _pending[key] = (completions, future, full)
+        _pending[key] = (completions, future, mode)
         code = -1
         try:
             if native.closed:
@@ -557,7 +627,7 @@ class Client:
                 code = fast.gf_invoke_async_ex(
                     native.ptr, m, req, len(req), options, _ON_RESULT, key, byref(call), byref(error)
                 )
-            elif options is None and not full:
+            elif options is None and mode == _BYTES:
                 # Only the bytes: the result need not keep response headers and trailers.
                 code = fast.gf_invoke_queued(
                     native.ptr, m, req, len(req), 0, queue, key, byref(call), byref(error)
@@ -566,26 +636,12 @@ class Client:
                 code = fast.gf_invoke_queued_ex(
                     native.ptr, m, req, len(req), options, queue, key, byref(call), byref(error)
                 )
-            if options:
-                fast.gf_call_options_free(options)
-                options = None
             if code != 0:
                 raise _rejected(code, error.value)
-            outcome = await future
-        except BaseException:
-            if code == 0:
-                # Cancelled (or the coroutine closed): the outcome still arrives, with
-                # CANCELLED, and is freed unread; nobody waits for it any more (and the loop
-                # that would take it from the queue may be closing).
-                _pending.pop(key, None)
-                fast.gf_call_cancel(call.value)
-            raise
         finally:
             if options:
                 fast.gf_call_options_free(options)
-            if code == 0:
-                fast.gf_call_free(call.value)
-            else:
+            if code != 0:
                 # Refused: no outcome ever arrives.
                 _pending.pop(key, None)
-        return _finish(outcome, full)
+        return key, call.value, future

@@ -19,7 +19,8 @@ from ._channel import (
     grpc,
     unimplemented,
 )
-from ._client import Client
+from ._client import _KEEP, Client, KeptResult, cancel_async
+from ._ffi import fast
 from ._status import Metadata, RpcError, StatusCode
 
 if grpc is not None:
@@ -55,43 +56,80 @@ class AioRpcError(*_ERROR_BASES):  # type: ignore[misc]
 
 class UnaryUnaryCall(*_CALL_BASES):  # type: ignore[misc]
     """A call in flight, started when the stub's method is called: ``await call`` for the
-    response; ``await call.code()``, ``initial_metadata()``, ``trailing_metadata()``."""
+    response; ``await call.code()``, ``initial_metadata()``, ``trailing_metadata()``.
+
+    The call starts in the library at once (no asyncio Task per call) and its outcome arrives
+    in a future of the running loop. The response headers and trailers stay in the library's
+    result until asked for."""
 
     def __init__(self, client: Client, method: str, request: Any, serializer: Any, deserializer: Any,
                  timeout: Any, metadata: Any, wait_for_ready: Any):
         self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._deserializer = deserializer
+        # Failures are kept, not raised: a call nobody awaits must not log "exception never
+        # retrieved"; as grpc.aio does, a bad request or argument surfaces at ``await``.
         self._error: Optional[BaseException] = None
         self._response: Any = None
-        self._headers: Metadata = ()
-        self._trailers: Metadata = ()
-        coroutine = self._run(client, method, request, serializer, deserializer, timeout, metadata, wait_for_ready)
-        self._task = asyncio.get_running_loop().create_task(coroutine)
-
-    async def _run(self, client: Client, method: str, request: Any, serializer: Any, deserializer: Any,
-                   timeout: Any, metadata: Any, wait_for_ready: Any) -> None:
-        # Failures are kept, not raised: a call nobody awaits must not log "exception never
-        # retrieved".
+        self._kept: Optional[KeptResult] = None
+        self._resolved = False
+        self._call: Optional[int] = None
+        self._key = 0
         try:
             req = _serialize(serializer, request, AioRpcError)
-            r = await client.invoke_full_async(
-                method, req, timeout=_timeout(timeout, AioRpcError), metadata=metadata, wait_for_ready=wait_for_ready
+            self._key, self._call, self._future = client._start_async(
+                method, req, _timeout(timeout, AioRpcError), metadata, wait_for_ready, _KEEP
             )
-            self._headers, self._trailers = r.headers, r.trailers
-            self._response = _deserialize(deserializer, r.data, AioRpcError)
-        except RpcError as e:
-            self._error = _converted(e, AioRpcError)
+        except Exception as e:
+            self._future = asyncio.get_running_loop().create_future()
+            self._future.set_result(None)
+            self._error = _converted(e, AioRpcError) if isinstance(e, RpcError) else e
+            self._resolved = True
+
+    def _resolve(self) -> None:
+        # Once, after the future is done: the response or the error, from the kept result.
+        if self._resolved:
+            return
+        self._resolved = True
+        self._release()
+        future = self._future
+        if future.cancelled():
+            return
+        kept = future.result()
+        self._kept = kept
+        if kept.code != 0:
+            self._error = AioRpcError(StatusCode.from_number(kept.code), kept.message, kept.trailers())
+            return
+        try:
+            self._response = _deserialize(self._deserializer, kept.data, AioRpcError)
         except Exception as e:
             self._error = e
 
+    def _release(self) -> None:
+        call, self._call = self._call, None
+        if call:
+            fast.gf_call_free(call)
+
     def __await__(self) -> Any:
-        yield from self._task.__await__()
+        future = self._future
+        if not future.done():
+            try:
+                yield from future.__await__()
+            except BaseException:
+                # The awaiting task was cancelled (which cancels the future): cancel the call.
+                self._cancel_native()
+                raise
+        self._resolve()
+        if future.cancelled():
+            raise asyncio.CancelledError()
         if self._error is not None:
             raise self._error
         return self._response
 
     async def _finished(self) -> Optional[BaseException]:
-        await asyncio.wait([self._task])
-        if self._task.cancelled():
+        if not self._future.done():
+            await asyncio.wait([self._future])
+        self._resolve()
+        if self._future.cancelled():
             return AioRpcError(StatusCode.CANCELLED, "Locally cancelled by application!")
         return self._error
 
@@ -106,12 +144,12 @@ class UnaryUnaryCall(*_CALL_BASES):  # type: ignore[misc]
         return "" if e is None else str(e.details if isinstance(e, ChannelRpcError) else e)
 
     async def initial_metadata(self) -> Any:
-        e = await self._finished()
-        return _metadata(self._headers if e is None else getattr(e, "headers", ()))
+        await self._finished()
+        return _metadata(self._kept.headers() if self._kept is not None else ())
 
     async def trailing_metadata(self) -> Any:
-        e = await self._finished()
-        return _metadata(self._trailers if e is None else getattr(e, "trailers", ()))
+        await self._finished()
+        return _metadata(self._kept.trailers() if self._kept is not None else ())
 
     async def wait_for_connection(self) -> None:
         e = await self._finished()
@@ -120,21 +158,34 @@ class UnaryUnaryCall(*_CALL_BASES):  # type: ignore[misc]
 
     def cancel(self) -> bool:
         """Cancels the call (in the library too); False when it had ended already."""
-        if self._task.done():
+        if self._future.done():
             return False
-        return self._task.cancel()
+        self._cancel_native()
+        self._future.cancel()
+        return True
+
+    def _cancel_native(self) -> None:
+        if self._call:
+            cancel_async(self._key, self._call)
+        self._release()
 
     def cancelled(self) -> bool:
-        return self._task.cancelled()
+        return self._future.cancelled()
 
     def done(self) -> bool:
-        return self._task.done()
+        return self._future.done()
 
     def time_remaining(self) -> Optional[float]:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        self._task.add_done_callback(lambda _: callback(self))
+        self._future.add_done_callback(lambda _: callback(self))
+
+    def __del__(self) -> None:
+        try:
+            self._release()
+        except Exception:  # the interpreter is shutting down and the module is gone
+            pass
 
 
 class _UnaryUnary(*_UU_BASES):  # type: ignore[misc]
