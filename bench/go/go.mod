@@ -5,7 +5,9 @@ go 1.26.0
 require (
 	go.etcd.io/etcd/client/v3 v3.7.3
 	google.golang.org/grpc v1.85.0
+	google.golang.org/protobuf v1.36.12
 	grpc-failover/bindings/go v0.0.0
+	grpc-failover/bindings/go/grpcconn v0.0.0
 )
 
 require (
@@ -22,7 +24,11 @@ require (
 	golang.org/x/text v0.43.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
-	google.golang.org/protobuf v1.36.12 // indirect
+	grpc-failover/bindings/go/grpcstatus v0.0.0 // indirect
 )
 
-replace grpc-failover/bindings/go => ../../bindings/go
+replace (
+	grpc-failover/bindings/go => ../../bindings/go
+	grpc-failover/bindings/go/grpcconn => ../../bindings/go/grpcconn
+	grpc-failover/bindings/go/grpcstatus => ../../bindings/go/grpcstatus
+)

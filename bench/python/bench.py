@@ -1,30 +1,45 @@
-"""grpc_failover's Python binding against grpcio, on the same gf-testserver, raw bytes both sides.
+"""grpc_failover's Python binding against grpcio, on the same gf-testserver.
+
+Two tables. Raw bytes: ``grpc_failover.Client`` against a grpcio channel's ``unary_unary`` with
+no serializers. Generated stubs: the ``EchoerStub`` that grpcio-tools generates from
+tests/proto/echo.proto (now, into a temporary directory) over ``grpc_failover.Channel`` and
+``grpc_failover.aio.Channel`` against the same stub over ``grpc.insecure_channel`` and
+``grpc.aio.insecure_channel``.
 
 Rows: blocking calls from 1 thread, from 8 threads, and asyncio with 100 calls in flight. Each
 side of each row runs for a fixed time after a short warm-up, ``--repeat`` times, the two sides
-taking turns; the best run of each side counts (the machine may be shared). The table shows
-calls per second, the 99th percentile latency and ours/grpcio. Prints the table and writes it as
-a markdown fragment.
+taking turns. A table shows each side's best run (the machine may be shared), its calls per
+second and 99th percentile latency, and ours/grpcio of the best runs and of the median runs.
+Prints the tables and writes them as a markdown fragment.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
+import functools
+import importlib
 import os
+import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from typing import Callable, List, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
+import google.protobuf
 import grpc
 import grpc.aio
 
 import grpc_failover
+import grpc_failover.aio
 
 METHOD = "/bench.Echo/Echo"
+PROTO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "proto", "echo.proto")
+STUB_TARGET = 2.0
 
 
 class Result:
@@ -89,31 +104,67 @@ async def run_async(call: Callable[[], "asyncio.Future[object]"], concurrency: i
     return Result(len(latencies), clock() - begin, latencies)
 
 
-def bench_ours(addr: str, payload: bytes, row: str, seconds: float, warmup: float) -> Result:
+# Each opener takes the server's address last, opens a client (a context manager; an async one
+# for the asyncio row) and yields its call: ``call()`` makes one call, ``call(timeout=5)`` too.
+
+
+@contextlib.contextmanager
+def raw_ours(payload: bytes, addr: str) -> Any:
     with grpc_failover.Client(f"static:///{addr}") as c:
-        c.invoke(METHOD, payload, timeout=5)
-        if row == "async":
-            return asyncio.run(run_async(lambda: c.invoke_async(METHOD, payload), 100, seconds, warmup))
-        threads = 1 if row == "sync1" else 8
-        return run_threads(lambda: c.invoke(METHOD, payload), threads, seconds, warmup)
+        yield functools.partial(c.invoke, METHOD, payload)
 
 
-def bench_grpcio(addr: str, payload: bytes, row: str, seconds: float, warmup: float) -> Result:
+@contextlib.asynccontextmanager
+async def raw_ours_aio(payload: bytes, addr: str) -> Any:
+    with grpc_failover.Client(f"static:///{addr}") as c:
+        yield functools.partial(c.invoke_async, METHOD, payload)
+
+
+@contextlib.contextmanager
+def raw_grpcio(payload: bytes, addr: str) -> Any:
+    with grpc.insecure_channel(addr) as channel:
+        # No serializers: grpcio sends and returns the bytes as they are.
+        yield functools.partial(channel.unary_unary(METHOD), payload)
+
+
+@contextlib.asynccontextmanager
+async def raw_grpcio_aio(payload: bytes, addr: str) -> Any:
+    async with grpc.aio.insecure_channel(addr) as channel:
+        yield functools.partial(channel.unary_unary(METHOD), payload)
+
+
+@contextlib.contextmanager
+def stub(new_channel: Callable[[str], Any], stubs: Any, request: Any, addr: str) -> Any:
+    with new_channel(addr) as channel:
+        yield functools.partial(stubs.EchoerStub(channel).Echo, request)
+
+
+@contextlib.asynccontextmanager
+async def stub_aio(new_channel: Callable[[str], Any], stubs: Any, request: Any, addr: str) -> Any:
+    # Made inside the event loop: grpc.aio channels belong to the loop they are made in.
+    async with new_channel(addr) as channel:
+        yield functools.partial(stubs.EchoerStub(channel).Echo, request)
+
+
+class Side(NamedTuple):
+    """One client under test: its opener for the blocking rows and for the asyncio row."""
+
+    sync: Callable[[str], Any]
+    aio: Callable[[str], Any]
+
+
+def run_side(side: Side, addr: str, row: str, seconds: float, warmup: float) -> Result:
     if row == "async":
 
         async def main() -> Result:
-            async with grpc.aio.insecure_channel(addr) as channel:
-                # No serializers: grpcio sends and returns the bytes as they are.
-                echo = channel.unary_unary(METHOD)
-                await echo(payload, timeout=5)
-                return await run_async(lambda: echo(payload), 100, seconds, warmup)
+            async with side.aio(addr) as call:
+                await call(timeout=5)
+                return await run_async(call, 100, seconds, warmup)
 
         return asyncio.run(main())
-    with grpc.insecure_channel(addr) as channel:
-        echo = channel.unary_unary(METHOD)
-        echo(payload, timeout=5)
-        threads = 1 if row == "sync1" else 8
-        return run_threads(lambda: echo(payload), threads, seconds, warmup)
+    with side.sync(addr) as call:
+        call(timeout=5)
+        return run_threads(call, THREADS[row], seconds, warmup)
 
 
 ROWS: List[Tuple[str, str]] = [
@@ -121,6 +172,73 @@ ROWS: List[Tuple[str, str]] = [
     ("sync8", "sync, 8 threads"),
     ("async", "asyncio, 100 concurrent"),
 ]
+THREADS = {"sync1": 1, "sync8": 8}
+
+
+class Row(NamedTuple):
+    label: str
+    ours: List[Result]
+    theirs: List[Result]
+
+    def best(self) -> Tuple[Result, Result]:
+        return max(self.ours, key=lambda r: r.rate), max(self.theirs, key=lambda r: r.rate)
+
+    def ratios(self) -> Tuple[float, float]:
+        """ours/grpcio of the best runs and of the median runs."""
+        ours, theirs = self.best()
+        median = statistics.median(r.rate for r in self.ours) / statistics.median(r.rate for r in self.theirs)
+        return ours.rate / theirs.rate, median
+
+
+def compare(title: str, ours: Side, theirs: Side, addr: str, args: argparse.Namespace) -> List[Row]:
+    rows = []
+    for key, label in ROWS:
+        row = Row(label, [], [])
+        for _ in range(args.repeat):
+            row.ours.append(run_side(ours, addr, key, args.seconds, args.warmup))
+            row.theirs.append(run_side(theirs, addr, key, args.seconds, args.warmup))
+        best, median = row.ratios()
+        o, t = row.best()
+        print(
+            f"{title:6} {label:26} ours {o.rate:9.0f}/s p99 {o.p99_ms:6.2f} ms   "
+            f"grpcio {t.rate:9.0f}/s p99 {t.p99_ms:6.2f} ms   {best:.2f}x (medians {median:.2f}x)",
+            flush=True,
+        )
+        rows.append(row)
+    return rows
+
+
+def table(rows: List[Row]) -> List[str]:
+    lines = [
+        "| row | ours calls/s | ours p99 | grpcio calls/s | grpcio p99 | ratio (best runs) | ratio (median runs) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        ours, theirs = row.best()
+        best, median = row.ratios()
+        lines.append(
+            f"| {row.label} | {ours.rate:,.0f} | {ours.p99_ms:.2f} ms | {theirs.rate:,.0f} | "
+            f"{theirs.p99_ms:.2f} ms | {best:.2f}x | {median:.2f}x |"
+        )
+    return lines
+
+
+def verdict(rows: List[Row], which: int, target: float) -> str:
+    lowest = min(row.ratios()[which] for row in rows)
+    return "met" if lowest >= target else f"not met (lowest {lowest:.2f}x)"
+
+
+def generate_stubs(proto: str, out: str) -> Tuple[Any, Any]:
+    """The ``_pb2`` and ``_pb2_grpc`` modules of proto, generated now into out by grpcio-tools."""
+    proto = os.path.abspath(proto)
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", f"-I{os.path.dirname(proto)}", f"--python_out={out}",
+         f"--grpc_python_out={out}", proto],
+        check=True,
+    )
+    sys.path.insert(0, out)
+    name = os.path.splitext(os.path.basename(proto))[0]
+    return importlib.import_module(name + "_pb2"), importlib.import_module(name + "_pb2_grpc")
 
 
 def start_server(binary: str) -> Tuple[subprocess.Popen, str]:
@@ -141,36 +259,43 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="measured time per side and row")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--repeat", type=int, default=2, help="runs per side and row; the best counts")
-    parser.add_argument("--payload", type=int, default=100, help="request size in bytes")
+    parser.add_argument("--payload", type=int, default=100, help="request size in bytes (the blob's in the stub rows)")
     parser.add_argument("--server", help="host:port of a running gf-testserver (default: start one)")
     parser.add_argument("--testserver", default=os.environ.get("GF_TESTSERVER", "target/release/gf-testserver"))
     parser.add_argument("--out", default="bench/results/parts/python.md")
     args = parser.parse_args()
 
-    server = None
-    addr = args.server
-    if addr is None:
-        server, addr = start_server(args.testserver)
     payload = os.urandom(args.payload)
-    table = []
-    try:
-        for key, label in ROWS:
-            ours_runs, their_runs = [], []
-            for _ in range(args.repeat):
-                ours_runs.append(bench_ours(addr, payload, key, args.seconds, args.warmup))
-                their_runs.append(bench_grpcio(addr, payload, key, args.seconds, args.warmup))
-            ours = max(ours_runs, key=lambda r: r.rate)
-            theirs = max(their_runs, key=lambda r: r.rate)
-            table.append((label, ours, theirs))
-            print(
-                f"{label:26} ours {ours.rate:9.0f}/s p99 {ours.p99_ms:6.2f} ms   "
-                f"grpcio {theirs.rate:9.0f}/s p99 {theirs.p99_ms:6.2f} ms   {ours.rate / theirs.rate:.2f}x",
-                flush=True,
+    server: Optional[subprocess.Popen] = None
+    addr = args.server
+    with tempfile.TemporaryDirectory(prefix="gf-bench-stubs-") as stub_dir:
+        pb, stubs = generate_stubs(PROTO, stub_dir)
+        # gf-testserver's Echo returns the request bytes: the EchoRequest comes back as an
+        # EchoReply with the same fields.
+        request = pb.EchoRequest(text="bench", number=42, blob=payload)
+        if addr is None:
+            server, addr = start_server(args.testserver)
+        try:
+            raw = compare(
+                "raw",
+                Side(functools.partial(raw_ours, payload), functools.partial(raw_ours_aio, payload)),
+                Side(functools.partial(raw_grpcio, payload), functools.partial(raw_grpcio_aio, payload)),
+                addr,
+                args,
             )
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
+            stubbed = compare(
+                "stubs",
+                Side(functools.partial(stub, grpc_failover.Channel, stubs, request),
+                     functools.partial(stub_aio, grpc_failover.aio.Channel, stubs, request)),
+                Side(functools.partial(stub, grpc.insecure_channel, stubs, request),
+                     functools.partial(stub_aio, grpc.aio.insecure_channel, stubs, request)),
+                addr,
+                args,
+            )
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait()
 
     cores = os.cpu_count()
     today = datetime.date.today().isoformat()
@@ -178,18 +303,26 @@ def main() -> None:
         "## Python binding vs grpcio",
         "",
         f"{cores} cores, {today}; grpc_failover {grpc_failover.library_version()} vs grpcio {grpc.__version__}, "
-        f"Python {sys.version.split()[0]}; one local gf-testserver (`/bench.Echo/Echo`, {args.payload}-byte requests, "
-        f"raw bytes both sides); best of {args.repeat} runs of {args.seconds:g} s per side and row, "
-        f"each after {args.warmup:g} s of warm-up.",
+        f"Python {sys.version.split()[0]}; one local gf-testserver; {args.repeat} runs of {args.seconds:g} s "
+        f"per side and row, the two sides taking turns, each run after {args.warmup:g} s of warm-up. "
+        "Calls/s and p99 are each side's best run; the ratios are ours/grpcio of the best runs and of the median runs.",
         "",
-        "| row | ours calls/s | ours p99 | grpcio calls/s | grpcio p99 | ratio |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"Raw bytes: `grpc_failover.Client.invoke` / `invoke_async` vs a grpcio channel's `unary_unary` without "
+        f"serializers, `{METHOD}` with {args.payload}-byte requests.",
+        "",
+        *table(raw),
+        "",
+        f"Generated stubs: `echo_pb2_grpc.EchoerStub(channel).Echo(request)`, the stubs grpcio-tools generates from "
+        f"tests/proto/echo.proto (protobuf {google.protobuf.__version__}), over `grpc_failover.Channel` / "
+        "`grpc_failover.aio.Channel` vs `grpc.insecure_channel` / `grpc.aio.insecure_channel`; an `EchoRequest` "
+        f"with text, number and a {args.payload}-byte blob ({request.ByteSize()} bytes encoded), decoded from the "
+        "reply as an `EchoReply`.",
+        "",
+        *table(stubbed),
+        "",
+        f"Target: stubs ours/grpcio >= {STUB_TARGET:g}x in every row: best runs {verdict(stubbed, 0, STUB_TARGET)}; "
+        f"median runs {verdict(stubbed, 1, STUB_TARGET)}.",
     ]
-    for label, ours, theirs in table:
-        lines.append(
-            f"| {label} | {ours.rate:,.0f} | {ours.p99_ms:.2f} ms | {theirs.rate:,.0f} | "
-            f"{theirs.p99_ms:.2f} ms | {ours.rate / theirs.rate:.2f}x |"
-        )
     text = "\n".join(lines) + "\n"
     print()
     print(text)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python part of `make bench` (bench/run.sh calls it): grpc_failover's Python binding vs
-# grpcio against the same gf-testserver. Makes build/venv-bench on first use with grpcio from
-# PyPI and the binding installed from this checkout, prints the table and writes
+# grpcio against the same gf-testserver, raw bytes and through stubs that bench.py generates
+# with grpcio-tools. Makes build/venv-bench on first use with grpcio, grpcio-tools and protobuf
+# from PyPI and the binding installed from this checkout, prints the tables and writes
 # bench/results/parts/python.md. GF_BENCH_SECONDS sets the seconds per side and row (default
 # 3); extra arguments go to bench.py (e.g. --repeat 3).
 set -euo pipefail
@@ -17,7 +18,7 @@ done
 
 # shellcheck source=../../bindings/python/venv.sh
 . "$repo/bindings/python/venv.sh"
-gf_python_venv "$venv" grpcio matplotlib
+gf_python_venv "$venv" grpcio grpcio-tools protobuf matplotlib
 
 cd "$repo"
 mkdir -p bench/results/parts
