@@ -10,7 +10,7 @@ export GF_LIBRARY := $(LIB_DIR)/libgrpc_failover.so
 export GF_TESTSERVER := $(LIB_DIR)/gf-testserver
 export GF_INCLUDE := $(CURDIR)/include
 
-.PHONY: all deps build check-header test test-rust test-faults test-c test-chaos test-examples test-python test-go test-fuzz test-miri fuzz demo bench install clean lint
+.PHONY: all deps build check-header test test-rust test-faults test-c test-chaos test-examples test-python test-go test-fuzz test-miri fuzz demo bench install uninstall clean lint
 
 all: build
 
@@ -19,6 +19,7 @@ deps:
 
 build: deps
 	$(CARGO) build --release --lib --bins
+	@bash scripts/soname-link.sh target/release
 
 # The committed header must be what build.rs generates from the code.
 check-header: build
@@ -76,13 +77,33 @@ demo: build
 bench: build
 	bash bench/run.sh
 
+# The library as libgrpc_failover.so.X.Y.Z with the SONAME link .so.X and the development link
+# .so, the static library, both headers, pkg-config and CMake package files. `make uninstall`
+# with the same PREFIX (and DESTDIR) removes exactly these.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+MAJOR := $(firstword $(subst ., ,$(VERSION)))
+LIBDIR := $(DESTDIR)$(PREFIX)/lib
+CMAKEDIR := $(LIBDIR)/cmake/grpc_failover
+SUBST := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@MAJOR@|$(MAJOR)|g'
+
 install: build
-	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
-	install -m 644 target/release/libgrpc_failover.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 target/release/libgrpc_failover.so $(DESTDIR)$(PREFIX)/lib/
+	install -d $(LIBDIR) $(DESTDIR)$(PREFIX)/include $(LIBDIR)/pkgconfig $(CMAKEDIR)
+	install -m 644 target/release/libgrpc_failover.a $(LIBDIR)/
+	install -m 755 target/release/libgrpc_failover.so $(LIBDIR)/libgrpc_failover.so.$(VERSION)
+	ln -sfn libgrpc_failover.so.$(VERSION) $(LIBDIR)/libgrpc_failover.so.$(MAJOR)
+	ln -sfn libgrpc_failover.so.$(MAJOR) $(LIBDIR)/libgrpc_failover.so
 	install -m 644 include/grpc_failover.h include/grpc_failover.hpp $(DESTDIR)$(PREFIX)/include/
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)|' \
-	    grpc_failover.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/grpc_failover.pc
+	$(SUBST) grpc_failover.pc.in > $(LIBDIR)/pkgconfig/grpc_failover.pc
+	$(SUBST) cmake/grpc_failoverConfig.cmake.in > $(CMAKEDIR)/grpc_failoverConfig.cmake
+	$(SUBST) cmake/grpc_failoverConfigVersion.cmake.in > $(CMAKEDIR)/grpc_failoverConfigVersion.cmake
+
+uninstall:
+	rm -f $(LIBDIR)/libgrpc_failover.a $(LIBDIR)/libgrpc_failover.so.$(VERSION) \
+	    $(LIBDIR)/libgrpc_failover.so.$(MAJOR) $(LIBDIR)/libgrpc_failover.so \
+	    $(DESTDIR)$(PREFIX)/include/grpc_failover.h $(DESTDIR)$(PREFIX)/include/grpc_failover.hpp \
+	    $(LIBDIR)/pkgconfig/grpc_failover.pc \
+	    $(CMAKEDIR)/grpc_failoverConfig.cmake $(CMAKEDIR)/grpc_failoverConfigVersion.cmake
+	-rmdir $(CMAKEDIR) 2>/dev/null
 
 clean:
 	$(CARGO) clean

@@ -9,6 +9,14 @@ fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    // The shared library's SONAME carries the major version (libgrpc_failover.so.0), so that an
+    // installed program keeps loading a compatible library across minor releases, and two
+    // majors can be installed side by side. `make build` puts the libgrpc_failover.so.0 link
+    // next to the .so, which programs linked against it look for at run time.
+    if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux") {
+        let major = std::env::var("CARGO_PKG_VERSION_MAJOR").expect("set by cargo");
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libgrpc_failover.so.{major}");
+    }
     let config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
     // Only src/ffi/ (mod.rs and the modules it declares) is the C ABI: parsing the whole crate
     // would put every `pub const` of the core into the header too.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need and is missing: etcd (server and etcdctl),
 # protoc and the protobuf includes (etcd-client's build), valgrind, openssl (the TLS tests'
-# RSA keys and the bindings' test certificates), Python test packages.
+# RSA keys and the bindings' test certificates), cmake (the find_package test), Python test
+# packages.
 # Runs apt-get/pip only when something is missing; as root only (CI and these machines).
 set -euo pipefail
 
@@ -13,6 +14,7 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

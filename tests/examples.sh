@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's C and C++ code blocks and examples/*.c compile as written, the README's C and
-# C++ examples run against a gf-testserver, and both build against what `make install` installs.
+# C++ examples run against a gf-testserver, and both build against what `make install` installs,
+# through pkg-config and through CMake's find_package; the SONAME and `make uninstall` hold.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIB=$PWD/target/release
@@ -54,6 +55,39 @@ cpp_readme=$(ls "$TMP"/readme_*.cpp | head -1)
 g++ -std=c++17 -Wall -Werror "$cpp_readme" $(pkg-config --cflags --libs grpc_failover) \
     -Wl,-rpath,"$TMP/prefix/lib" -o "$TMP/installed-cpp"
 "$TMP/installed-cpp" "static:///$ADDR" | grep -q '^reply: hello (trailer echoed)$'
-n=$((n + 3))
+
+# The SONAME: the installed library answers to libgrpc_failover.so.<major>, the name programs
+# linked against it record, and that name and the development link resolve to the real file.
+lib=$TMP/prefix/lib
+soname=$(readelf -d "$lib/libgrpc_failover.so" | sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')
+[[ $soname =~ ^libgrpc_failover\.so\.[0-9]+$ ]] || { echo "examples: SONAME is '$soname'" >&2; exit 1; }
+[ "$(readlink -f "$lib/$soname")" = "$(readlink -f "$lib/libgrpc_failover.so")" ]
+[ -f "$(readlink -f "$lib/$soname")" ] && [ ! -L "$lib/libgrpc_failover.so.$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" ]
+readelf -d "$TMP/installed-client" | grep -q "(NEEDED).*\[$soname\]"
+
+# CMake: find_package(grpc_failover CONFIG) against the prefix, the shared and the static
+# imported targets, and the C++ header.
+cmake -S tests/cmake -B "$TMP/cmake" -DCMAKE_PREFIX_PATH="$TMP/prefix" -DGF_SOURCE_DIR="$PWD" \
+    -DGF_CPP_SOURCE="$cpp_readme" >"$TMP/cmake.log" 2>&1 || { cat "$TMP/cmake.log" >&2; exit 1; }
+cmake --build "$TMP/cmake" >>"$TMP/cmake.log" 2>&1 || { cat "$TMP/cmake.log" >&2; exit 1; }
+"$TMP/cmake/client_shared" "static:///$ADDR" cmake | grep -q '^reply: cmake$'
+"$TMP/cmake/client_static" "static:///$ADDR" cmake-static | grep -q '^reply: cmake-static$'
+if readelf -d "$TMP/cmake/client_static" | grep -q 'libgrpc_failover'; then
+    echo "examples: client_static links the shared library" >&2; exit 1
+fi
+"$TMP/cmake/cpp_client" "static:///$ADDR" | grep -q '^reply: hello (trailer echoed)$'
+# A version the install cannot satisfy is refused.
+mkdir -p "$TMP/cmake-too-new"
+printf 'cmake_minimum_required(VERSION 3.10)\nproject(x C)\nfind_package(grpc_failover 99 CONFIG REQUIRED)\n' \
+    >"$TMP/cmake-too-new/CMakeLists.txt"
+if cmake -S "$TMP/cmake-too-new" -B "$TMP/cmake-too-new/build" -DCMAKE_PREFIX_PATH="$TMP/prefix" >/dev/null 2>&1; then
+    echo "examples: find_package(grpc_failover 99) accepted version $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml)" >&2; exit 1
+fi
+
+# make uninstall removes every file make install put there.
+make -s uninstall PREFIX="$TMP/prefix" >/dev/null
+left=$(find "$TMP/prefix" -not -type d)
+[ -z "$left" ] || { echo "examples: make uninstall left: $left" >&2; exit 1; }
+n=$((n + 7))
 passed=$n
 echo "examples: $passed passed, 0 failed"

@@ -53,6 +53,8 @@ for f in "$GF_LIBRARY" "$GF_STATIC_LIBRARY" "$GF_TESTSERVER" "$GF_INCLUDE/grpc_f
 done
 mkdir -p "$OUT"
 LIB_DIR="$(cd "$(dirname "$GF_LIBRARY")" && pwd)"
+# Programs linked against the .so load it by its SONAME (libgrpc_failover.so.0) at run time.
+[ "$(basename "$GF_LIBRARY")" = libgrpc_failover.so ] && bash "$ROOT/scripts/soname-link.sh" "$LIB_DIR"
 LIB_NAME="$(basename "$GF_LIBRARY" .so)"
 LIB_NAME="${LIB_NAME#lib}"
 
@@ -164,6 +166,7 @@ if [ $build_ok = 1 ]; then
         fi
         local dir
         dir="$(cd "$(dirname "$MC_LIBRARY")" && pwd)"
+        bash "$ROOT/scripts/soname-link.sh" "$dir" || return 1
         "$CC" -pthread -o "$OUT/test_api_c_mc_shared" "$OUT/test_api_c.o" -L "$dir" \
             -l"$LIB_NAME" -Wl,-rpath,"$dir" &&
             # shellcheck disable=SC2086 # a list of linker flags, split on purpose
@@ -236,6 +239,7 @@ if [ $build_ok = 1 ]; then
         fi
         local dir
         dir="$(cd "$(dirname "$SAN_LIBRARY")" && pwd)"
+        bash "$ROOT/scripts/soname-link.sh" "$dir" || return 1
         "$CC" "${CFLAGS[@]}" "${SAN_FLAGS[@]}" -o "$OUT/test_api_c_san_shared" \
             "$HERE/test_api.c" -L "$dir" -l"$LIB_NAME" -Wl,-rpath,"$dir" &&
             # shellcheck disable=SC2086 # a list of linker flags, split on purpose
