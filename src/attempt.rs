@@ -21,6 +21,8 @@ pub struct Request<'a> {
     pub message: Bytes,
     pub metadata: &'a Metadata,
     pub max_response_bytes: usize,
+    /// The option or method config field `max_response_bytes` comes from, for the error.
+    pub response_limit: &'static str,
     pub response_metadata: ResponseMetadata,
 }
 
@@ -63,6 +65,7 @@ pub async fn run(
         path,
         metadata,
         max_response_bytes,
+        response_limit,
         response_metadata,
         ..
     } = *req;
@@ -112,8 +115,12 @@ pub async fn run(
                 && status.message().contains("message length too large") =>
         {
             // tonic says OUT_OF_RANGE for a response over the decode limit; gRPC says
-            // RESOURCE_EXHAUSTED (maxResponseMessageBytes).
-            let st = Status::resource_exhausted(format!("{addr}: {}", status.message()));
+            // RESOURCE_EXHAUSTED. tonic checks the length prefix before it buffers the message,
+            // so the oversized message is never allocated; its message gives both sizes.
+            let st = Status::resource_exhausted(format!(
+                "{addr}: response exceeds {response_limit}: {}",
+                status.message()
+            ));
             return committed_failure(st, headers());
         }
         Err(status) => return from_status(addr, status, headers(), true),

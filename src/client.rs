@@ -313,18 +313,39 @@ impl Client {
             (a, b) => a.or(b),
         };
         let deadline = timeout.map(|t| Instant::now() + t);
-        if let Some(limit) = mc.and_then(|m| m.max_request_message_bytes) {
+        // The smaller of the option and the method config's limit, with the name to report.
+        let send_limit = [
+            (
+                inner.options.max_send_message_bytes,
+                "max_send_message_bytes",
+            ),
+            (
+                mc.and_then(|m| m.max_request_message_bytes),
+                "maxRequestMessageBytes",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(limit, name)| limit.map(|l| (l, name)))
+        .min_by_key(|&(l, _)| l);
+        if let Some((limit, name)) = send_limit {
             if request.len() as u64 > limit {
                 return CallResult::error(Status::resource_exhausted(format!(
-                    "request of {} bytes exceeds maxRequestMessageBytes {limit}",
+                    "request of {} bytes exceeds {name} {limit}",
                     request.len()
                 )));
             }
         }
-        let max_response_bytes = mc
+        let (max_response_bytes, response_limit) = match mc
             .and_then(|m| m.max_response_message_bytes)
-            .map(|b| b.min(usize::MAX as u64) as usize)
-            .unwrap_or(usize::MAX);
+            .filter(|&l| l < inner.options.max_receive_message_bytes)
+        {
+            Some(l) => (l, "maxResponseMessageBytes"),
+            None => (
+                inner.options.max_receive_message_bytes,
+                "max_receive_message_bytes",
+            ),
+        };
+        let max_response_bytes = max_response_bytes.min(usize::MAX as u64) as usize;
         let wait_for_ready = opts
             .wait_for_ready
             .or(mc.and_then(|m| m.wait_for_ready))
@@ -336,6 +357,7 @@ impl Client {
                 message: request,
                 metadata: &opts.metadata,
                 max_response_bytes,
+                response_limit,
                 response_metadata,
             },
             deadline,

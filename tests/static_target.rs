@@ -165,3 +165,100 @@ fn oversized_metadata_fails_only_its_own_call() {
         "{err}"
     );
 }
+
+/// gRPC's message limits: responses over 4 MiB are refused by default, `max_receive_message_bytes`
+/// raises that, a method config's smaller `maxResponseMessageBytes` wins, and
+/// `max_send_message_bytes` refuses a request locally. Each failure is RESOURCE_EXHAUSTED with
+/// both sizes, and none is retried.
+#[test]
+fn message_size_limits() {
+    let s = TestServer::start("limits", &[]);
+    let target = format!("static:///{}", s.addr);
+    let opts = CallOptions {
+        timeout: Some(Duration::from_secs(10)),
+        ..Default::default()
+    };
+    let five_mib = Bytes::from(vec![5u8; 5 << 20]);
+    let retry_all = r#""retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s",
+        "maxBackoff": "0.01s", "backoffMultiplier": 1, "retryableStatusCodes":
+        ["RESOURCE_EXHAUSTED", "UNAVAILABLE"]}"#;
+
+    // Default: the 5 MiB request goes (sending is unlimited), its 5 MiB echo is refused.
+    let c = Client::connect(&target, options("{}")).unwrap();
+    let err = block_on(c.invoke("/test.Svc/Echo", five_mib.clone(), &opts)).unwrap_err();
+    assert_eq!(err.code, Code::ResourceExhausted, "{err}");
+    for part in ["max_receive_message_bytes", "5242880", "4194304"] {
+        assert!(err.message.contains(part), "{part} missing: {err}");
+    }
+    let four_mib = Bytes::from(vec![4u8; 4 << 20]);
+    assert_eq!(
+        block_on(c.invoke("/test.Svc/Echo", four_mib.clone(), &opts)).unwrap(),
+        four_mib,
+        "exactly 4 MiB is within the default"
+    );
+
+    // Raised by the option; a method config's smaller limit still wins, and is not retried.
+    let c = Client::connect(
+        &target,
+        options(&format!(
+            r#"{{"max_receive_message_bytes": 8388608, "service_config": {{"methodConfig": [
+                {{"name": [{{"service": "test.Small"}}], "maxResponseMessageBytes": 1024, {retry_all}}}]}}}}"#
+        )),
+    )
+    .unwrap();
+    assert_eq!(
+        block_on(c.invoke("/test.Svc/Echo", five_mib.clone(), &opts)).unwrap(),
+        five_mib
+    );
+    let err =
+        block_on(c.invoke("/test.Small/Echo", Bytes::from(vec![1u8; 2048]), &opts)).unwrap_err();
+    assert_eq!(err.code, Code::ResourceExhausted, "{err}");
+    for part in ["maxResponseMessageBytes", "2048", "1024"] {
+        assert!(err.message.contains(part), "{part} missing: {err}");
+    }
+    assert_eq!(c.stats()["retries"], 0, "a refused response is not retried");
+
+    // max_send_message_bytes: refused before anything is sent; the smaller limit is named.
+    let c = Client::connect(
+        &target,
+        options(&format!(
+            r#"{{"max_send_message_bytes": 1000, "service_config": {{"methodConfig": [
+                {{"name": [{{"service": "test.Tiny"}}], "maxRequestMessageBytes": 10, {retry_all}}}]}}}}"#
+        )),
+    )
+    .unwrap();
+    let req = Bytes::from(vec![2u8; 1000]);
+    assert_eq!(
+        block_on(c.invoke("/test.Svc/Echo", req.clone(), &opts)).unwrap(),
+        req
+    );
+    let err =
+        block_on(c.invoke("/test.Svc/Echo", Bytes::from(vec![2u8; 1001]), &opts)).unwrap_err();
+    assert_eq!(err.code, Code::ResourceExhausted, "{err}");
+    assert!(
+        err.message
+            .contains("request of 1001 bytes exceeds max_send_message_bytes 1000"),
+        "{err}"
+    );
+    let err = block_on(c.invoke("/test.Tiny/Echo", Bytes::from(vec![2u8; 11]), &opts)).unwrap_err();
+    assert!(
+        err.message
+            .contains("request of 11 bytes exceeds maxRequestMessageBytes 10"),
+        "{err}"
+    );
+    let stats = c.stats();
+    assert_eq!(
+        stats["attempts"], 1,
+        "only the call within the limit was sent: {stats}"
+    );
+
+    // Not numbers: refused at connect.
+    for bad in [
+        r#"{"max_receive_message_bytes": -1}"#,
+        r#"{"max_send_message_bytes": "big"}"#,
+    ] {
+        let err = grpc_failover::Options::from_json(Some(bad)).expect_err(bad);
+        assert_eq!(err.code, Code::InvalidArgument, "{bad}: {err}");
+        assert!(err.message.contains("message_bytes"), "{bad}: {err}");
+    }
+}

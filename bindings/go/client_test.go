@@ -406,3 +406,23 @@ func BenchmarkInvoke(b *testing.B) {
 		}
 	})
 }
+
+func TestMessageSizeLimits(t *testing.T) {
+	s := testenv.StartServer(t, "s")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	big := make([]byte, 5<<20)
+	c := dial(t, "static:///"+s.Addr)
+	if _, err := c.Invoke(ctx, "/test.Svc/Echo", big); grpcfailover.CodeOf(err) != grpcfailover.ResourceExhausted ||
+		!strings.Contains(err.Error(), "max_receive_message_bytes") {
+		t.Fatalf("a 5 MiB response by default: %v, want ResourceExhausted naming max_receive_message_bytes", err)
+	}
+	raised := dial(t, "static:///"+s.Addr, grpcfailover.WithMaxReceiveMessageBytes(8<<20), grpcfailover.WithMaxSendMessageBytes(6<<20))
+	if got, err := raised.Invoke(ctx, "/test.Svc/Echo", big); err != nil || len(got) != len(big) {
+		t.Fatalf("with the limit raised: %d bytes, %v", len(got), err)
+	}
+	if _, err := raised.Invoke(ctx, "/test.Svc/Echo", make([]byte, 7<<20)); grpcfailover.CodeOf(err) != grpcfailover.ResourceExhausted ||
+		!strings.Contains(err.Error(), "exceeds max_send_message_bytes 6291456") {
+		t.Fatalf("a 7 MiB request over a 6 MiB send limit: %v", err)
+	}
+}

@@ -177,6 +177,20 @@ func WithMaxInFlightPerInstance(n int) Option {
 	return func(o *dialOptions) { o.values["max_in_flight_per_instance"] = n }
 }
 
+// WithMaxReceiveMessageBytes bounds the response messages a call accepts; a larger one ends the
+// call with codes.ResourceExhausted before it is read. Default: 4 MiB, as in grpc-go
+// (grpc.MaxCallRecvMsgSize). A method config's smaller maxResponseMessageBytes wins.
+func WithMaxReceiveMessageBytes(n uint64) Option {
+	return func(o *dialOptions) { o.values["max_receive_message_bytes"] = n }
+}
+
+// WithMaxSendMessageBytes bounds the request messages a call sends; a larger one fails with
+// codes.ResourceExhausted before anything is sent. Default: unlimited, as in grpc-go. A method
+// config's smaller maxRequestMessageBytes wins.
+func WithMaxSendMessageBytes(n uint64) Option {
+	return func(o *dialOptions) { o.values["max_send_message_bytes"] = n }
+}
+
 // WithKeepalive turns on HTTP/2 keepalive pings every interval, closing a connection whose
 // ping is not answered within timeout. Default: off.
 func WithKeepalive(interval, timeout time.Duration) Option {

@@ -72,6 +72,9 @@ pub(crate) const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(10);
 /// accept (a larger one makes such a server close the connection, failing every call on it).
 pub(crate) const DEFAULT_MAX_METADATA_BYTES: u64 = 16 << 10;
 
+/// The default bound of a response message, gRPC's (grpc-go, grpc-java, grpc-core): 4 MiB.
+pub(crate) const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES: u64 = 4 << 20;
+
 /// Everything `gf_connect` accepts in `options_json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
@@ -93,6 +96,12 @@ pub struct Options {
     /// The largest request metadata a call may send, counted as HTTP/2 counts a header list
     /// (name + value + 32 per entry); a larger one fails the call before anything is sent.
     pub max_metadata_bytes: u64,
+    /// The largest response message a call accepts (gRPC's default: 4 MiB); a method config's
+    /// smaller `maxResponseMessageBytes` wins.
+    pub max_receive_message_bytes: u64,
+    /// The largest request message a call sends; None (the default, as in gRPC) is unlimited. A
+    /// method config's smaller `maxRequestMessageBytes` wins.
+    pub max_send_message_bytes: Option<u64>,
     /// TLS to the backends (`tls`); None is plaintext.
     pub tls: Option<TlsOptions>,
 }
@@ -110,6 +119,8 @@ impl Default for Options {
             keepalive_timeout: Duration::from_secs(20),
             nonblocking_callbacks: false,
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            max_receive_message_bytes: DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
+            max_send_message_bytes: None,
             tls: None,
         }
     }
@@ -199,6 +210,10 @@ impl Options {
         if let Some(n) = opt_u64(obj, "max_metadata_bytes", "")? {
             o.max_metadata_bytes = n;
         }
+        if let Some(n) = opt_u64(obj, "max_receive_message_bytes", "")? {
+            o.max_receive_message_bytes = n;
+        }
+        o.max_send_message_bytes = opt_u64(obj, "max_send_message_bytes", "")?;
         if let Some(b) = opt_bool(obj, "nonblocking_callbacks", "")? {
             o.nonblocking_callbacks = b;
         }

@@ -184,6 +184,11 @@ _GRPC_OPTIONS: Dict[str, Tuple[str, Callable[[Any], Any]]] = {
     "grpc.keepalive_timeout_ms": ("keepalive_timeout", lambda v: v / 1000),
 }
 _GRPC_BACKOFF = {"grpc.initial_reconnect_backoff_ms": "base_delay", "grpc.max_reconnect_backoff_ms": "max_delay"}
+# grpcio's message limits, as the library's options ("options" of the Client); -1 is unlimited.
+_GRPC_LIMITS = {
+    "grpc.max_receive_message_length": "max_receive_message_bytes",
+    "grpc.max_send_message_length": "max_send_message_bytes",
+}
 
 
 def client_kwargs(options: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
@@ -191,8 +196,9 @@ def client_kwargs(options: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
 
     ``options`` is a dict of Client keywords or grpcio's ``[(name, value), ...]``: a name that
     is a Client keyword is that keyword; ``grpc.service_config``, ``grpc.keepalive_time_ms``,
-    ``grpc.keepalive_timeout_ms``, ``grpc.initial_reconnect_backoff_ms`` and
-    ``grpc.max_reconnect_backoff_ms`` map to their equivalents; any other ``grpc.*`` option
+    ``grpc.keepalive_timeout_ms``, ``grpc.initial_reconnect_backoff_ms``,
+    ``grpc.max_reconnect_backoff_ms``, ``grpc.max_receive_message_length`` and
+    ``grpc.max_send_message_length`` map to their equivalents; any other ``grpc.*`` option
     tunes grpcio's own core and is ignored; any other name is a TypeError.
     """
     out = dict(kwargs)
@@ -200,6 +206,7 @@ def client_kwargs(options: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         return out
     items: Iterable[Any] = options.items() if isinstance(options, Mapping) else options
     backoff: Dict[str, float] = {}
+    limits: Dict[str, int] = {}
     for item in items:
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError(f"channel options must be (name, value) pairs, got {item!r}")
@@ -212,6 +219,14 @@ def client_kwargs(options: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         elif name in _GRPC_BACKOFF:
             backoff[_GRPC_BACKOFF[name]] = value / 1000
             continue
+        elif name in _GRPC_LIMITS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < -1:
+                raise TypeError(f"channel option {name!r} must be an int >= -1, got {value!r}")
+            if value >= 0:
+                limits[_GRPC_LIMITS[name]] = value
+            elif name == "grpc.max_receive_message_length":
+                limits[_GRPC_LIMITS[name]] = 2**64 - 1  # unlimited
+            continue
         elif isinstance(name, str) and name.startswith("grpc."):
             continue
         else:
@@ -223,6 +238,13 @@ def client_kwargs(options: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         if "connect_backoff" in out:
             raise TypeError("channel option 'connect_backoff' given twice")
         out["connect_backoff"] = backoff
+    if limits:
+        merged = dict(out.get("options") or {})
+        for key in limits:
+            if key in merged:
+                raise TypeError(f"channel option {key!r} given twice")
+        merged.update(limits)
+        out["options"] = merged
     return out
 
 

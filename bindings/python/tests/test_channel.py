@@ -138,3 +138,29 @@ with grpc_failover.Channel({server.addr!r}) as ch:
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "ok", r.stderr
+
+
+def test_message_size_limits(server, stubs):
+    """4 MiB responses by default, as grpcio; grpcio's limit options map to the library's."""
+    pb, pbg, _ = stubs
+    big = pb.EchoRequest(blob=b"x" * (5 << 20))
+    with grpc_failover.Channel(server.addr) as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            pbg.EchoerStub(ch).Echo(big, timeout=10)
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_receive_message_bytes" in info.value.details()
+    for limit in (8 << 20, -1):
+        with grpc_failover.Channel(server.addr, options=[("grpc.max_receive_message_length", limit)]) as ch:
+            assert len(pbg.EchoerStub(ch).Echo(big, timeout=10).blob) == 5 << 20
+    with grpc_failover.Channel(server.addr, options=[("grpc.max_send_message_length", 100)]) as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            pbg.EchoerStub(ch).Echo(pb.EchoRequest(blob=b"y" * 200), timeout=10)
+        assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "exceeds max_send_message_bytes 100" in info.value.details()
+    with pytest.raises(TypeError):
+        grpc_failover.Channel(server.addr, options=[("grpc.max_send_message_length", "big")])
+    # The raw Client takes them as library options.
+    with grpc_failover.Client(f"static:///{server.addr}", options={"max_receive_message_bytes": 1000}) as c:
+        with pytest.raises(RpcError) as raw:
+            c.invoke("/x.Y/Echo", b"z" * 2000, timeout=10)
+        assert raw.value.code is StatusCode.RESOURCE_EXHAUSTED
