@@ -77,7 +77,8 @@ demo: build
 bench: build
 	bash bench/run.sh
 
-# The library as libgrpc_failover.so.X.Y.Z with the SONAME link .so.X and the development link
+# The library (stripped: target/release keeps its debug info for backtraces and valgrind) as
+# libgrpc_failover.so.X.Y.Z with the SONAME link .so.X and the development link
 # .so, the static library, both headers, pkg-config and CMake package files. `make uninstall`
 # with the same PREFIX (and DESTDIR) removes exactly these.
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
@@ -89,7 +90,7 @@ SUBST := sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e 's|@MA
 install: build
 	install -d $(LIBDIR) $(DESTDIR)$(PREFIX)/include $(LIBDIR)/pkgconfig $(CMAKEDIR)
 	install -m 644 target/release/libgrpc_failover.a $(LIBDIR)/
-	install -m 755 target/release/libgrpc_failover.so $(LIBDIR)/libgrpc_failover.so.$(VERSION)
+	install -m 755 -s target/release/libgrpc_failover.so $(LIBDIR)/libgrpc_failover.so.$(VERSION)
 	ln -sfn libgrpc_failover.so.$(VERSION) $(LIBDIR)/libgrpc_failover.so.$(MAJOR)
 	ln -sfn libgrpc_failover.so.$(MAJOR) $(LIBDIR)/libgrpc_failover.so
 	install -m 644 include/grpc_failover.h include/grpc_failover.hpp $(DESTDIR)$(PREFIX)/include/

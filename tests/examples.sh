@@ -64,6 +64,13 @@ soname=$(readelf -d "$lib/libgrpc_failover.so" | sed -n 's/.*(SONAME).*\[\(.*\)\
 [ "$(readlink -f "$lib/$soname")" = "$(readlink -f "$lib/libgrpc_failover.so")" ]
 [ -f "$(readlink -f "$lib/$soname")" ] && [ ! -L "$lib/libgrpc_failover.so.$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)" ]
 readelf -d "$TMP/installed-client" | grep -q "(NEEDED).*\[$soname\]"
+# Installed stripped: no debug sections, and within issue 20's 8 MB.
+if readelf -S "$lib/$soname" | grep -q '\.debug_'; then
+    echo "examples: the installed library still has debug sections" >&2; exit 1
+fi
+size=$(stat -L -c %s "$lib/$soname")
+echo "installed libgrpc_failover.so: $size bytes"
+[ "$size" -le 8000000 ] || { echo "examples: the installed library is $size bytes, over 8 MB" >&2; exit 1; }
 
 # CMake: find_package(grpc_failover CONFIG) against the prefix, the shared and the static
 # imported targets, and the C++ header.
