@@ -282,6 +282,16 @@ void gf_call_options_set_wait_for_ready(struct gf_call_options *options,
                                         int32_t wait_for_ready);
 
 /**
+ * Sets how this call's request is compressed: "gzip", "identity" (none), or NULL to go back
+ * to the client's `compression` option. Responses in gzip are always accepted. Returns 0, or 3
+ * INVALID_ARGUMENT for NULL options or another name (`error_out` as in `gf_connect`); the
+ * options are unchanged then. Never blocks.
+ */
+int32_t gf_call_options_set_compression(struct gf_call_options *options,
+                                        const char *compression,
+                                        char **error_out);
+
+/**
  * Adds one request metadata entry. `key` is lower-case ASCII (a-z 0-9 - _ .), not starting
  * with "grpc-" and not an HTTP/1 connection header (connection, keep-alive, proxy-connection,
  * transfer-encoding, upgrade, te); keys ending in "-bin" take any bytes, other values must be

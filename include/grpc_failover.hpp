@@ -259,7 +259,7 @@ class Error : public std::runtime_error {
 };
 
 /**
- * Per-call options: a deadline, wait-for-ready and request metadata. A value type; a call
+ * Per-call options: a deadline, wait-for-ready, request metadata and compression. A value type; a call
  * copies what it needs before it returns. The setters return *this so they chain:
  * `CallOptions().set_timeout(std::chrono::seconds(2)).add_metadata("x-user", "42")`.
  */
@@ -294,6 +294,19 @@ class CallOptions {
         wait_for_ready_.reset();
         return *this;
     }
+    /** How this call's request is compressed: "gzip" or "identity"; clear_compression() goes back
+     *  to the client's `compression` option. Checked when the call starts (another name fails
+     *  it with INVALID_ARGUMENT). Compressed responses are always accepted. */
+    CallOptions &set_compression(std::string name)
+    {
+        compression_ = std::move(name);
+        return *this;
+    }
+    CallOptions &clear_compression() noexcept
+    {
+        compression_.reset();
+        return *this;
+    }
     /** Adds a request metadata entry. The key is checked when the call starts (grpc_failover.h,
      *  `gf_call_options_add_metadata`); a bad one fails the call with INVALID_ARGUMENT. */
     CallOptions &add_metadata(std::string key, std::string value)
@@ -305,13 +318,14 @@ class CallOptions {
     uint32_t timeout_ms() const noexcept { return timeout_ms_; }
     std::optional<bool> wait_for_ready() const noexcept { return wait_for_ready_; }
     const Metadata &metadata() const noexcept { return metadata_; }
+    const std::optional<std::string> &compression() const noexcept { return compression_; }
 
   private:
     friend class Client;
 
     bool is_default() const noexcept
     {
-        return timeout_ms_ == 0 && !wait_for_ready_ && metadata_.empty();
+        return timeout_ms_ == 0 && !wait_for_ready_ && metadata_.empty() && !compression_;
     }
     /** The C options (NULL when all are defaults, so the call takes the cheapest path). */
     std::unique_ptr<gf_call_options, detail::OptionsFree> to_c(Status &status) const
@@ -328,6 +342,14 @@ class CallOptions {
         if (wait_for_ready_) {
             gf_call_options_set_wait_for_ready(o.get(), *wait_for_ready_ ? 1 : 0);
         }
+        if (compression_) {
+            char *err = nullptr;
+            const int32_t rc = gf_call_options_set_compression(o.get(), compression_->c_str(), &err);
+            if (rc != GF_OK) {
+                status = detail::status_of(rc, err);
+                return nullptr;
+            }
+        }
         for (const auto &kv : metadata_) {
             char *err = nullptr;
             const int32_t rc = gf_call_options_add_metadata(o.get(), kv.first.c_str(), detail::bytes(kv.second),
@@ -343,6 +365,7 @@ class CallOptions {
     uint32_t timeout_ms_ = 0;
     std::optional<bool> wait_for_ready_;
     Metadata metadata_;
+    std::optional<std::string> compression_;
 };
 
 /**

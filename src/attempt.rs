@@ -8,9 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::Uri;
+use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataValue;
 
 use crate::client::{CallResult, ResponseMetadata};
+use crate::config::Compression;
 use crate::metadata::{self, Metadata};
 use crate::status::{Code, Status};
 use crate::transport::{self, Conn, RawCodec, Sender};
@@ -23,6 +25,8 @@ pub struct Request<'a> {
     pub max_response_bytes: usize,
     /// The option or method config field `max_response_bytes` comes from, for the error.
     pub response_limit: &'static str,
+    /// How the request message is compressed.
+    pub compression: Compression,
     pub response_metadata: ResponseMetadata,
 }
 
@@ -66,13 +70,19 @@ pub async fn run(
         metadata,
         max_response_bytes,
         response_limit,
+        compression,
         response_metadata,
         ..
     } = *req;
     let addr = to.addr;
     let mut grpc = tonic::client::Grpc::with_origin(Conn(to.sender.clone()), to.origin.clone())
         .max_decoding_message_size(max_response_bytes)
-        .max_encoding_message_size(usize::MAX);
+        .max_encoding_message_size(usize::MAX)
+        // Decompression is bounded by the same limit (tonic: RESOURCE_EXHAUSTED past it).
+        .accept_compressed(CompressionEncoding::Gzip);
+    if compression == Compression::Gzip {
+        grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+    }
     if let Err(e) = grpc.ready().await {
         return Attempt {
             refused: true,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::attempt;
 use crate::balancer::subchannel::ConnectConfig;
 use crate::balancer::{outlier, Balancer};
-use crate::config::{CallPolicy, Options, Policy};
+use crate::config::{CallPolicy, Compression, Options, Policy};
 use crate::metadata::{self, Metadata};
 use crate::resolver::{self, Endpoint};
 use crate::retry::throttle::Throttle;
@@ -42,6 +42,8 @@ pub struct CallOptions {
     pub metadata: Metadata,
     /// Overrides the method config's `waitForReady`.
     pub wait_for_ready: Option<bool>,
+    /// Overrides the client's `compression` for this call's request.
+    pub compression: Option<Compression>,
 }
 
 impl CallOptions {
@@ -358,6 +360,7 @@ impl Client {
                 metadata: &opts.metadata,
                 max_response_bytes,
                 response_limit,
+                compression: opts.compression.unwrap_or(inner.options.compression),
                 response_metadata,
             },
             deadline,

@@ -286,6 +286,12 @@ func (c *Client) Invoke(ctx context.Context, method string, request []byte, opts
 	if len(request) > 0 {
 		creq = (*C.uint8_t)(unsafe.Pointer(&request[0]))
 	}
+	var ccomp *C.char
+	if cfg.compression != "" {
+		comp := make([]byte, len(cfg.compression)+1)
+		copy(comp, cfg.compression)
+		ccomp = (*C.char)(unsafe.Pointer(&comp[0]))
+	}
 	var cmd *C.char
 	var cindex *C.size_t
 	md, index := encodeMetadata(cfg.metadata)
@@ -324,7 +330,7 @@ func (c *Client) Invoke(ctx context.Context, method string, request []byte, opts
 			timeoutMs, handle, wantCall)
 	} else {
 		s = C.gfgo_invoke_ex(ptr, (*C.char)(unsafe.Pointer(&cmethod[0])), creq, C.size_t(len(request)),
-			timeoutMs, C.int32_t(cfg.waitForReady), cmd, cindex, C.size_t(len(index)/3),
+			timeoutMs, C.int32_t(cfg.waitForReady), ccomp, cmd, cindex, C.size_t(len(index)/3),
 			handle, wantCall)
 	}
 	stressPoint(unsafe.Pointer(ptr))

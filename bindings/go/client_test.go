@@ -426,3 +426,37 @@ func TestMessageSizeLimits(t *testing.T) {
 		t.Fatalf("a 7 MiB request over a 6 MiB send limit: %v", err)
 	}
 }
+
+func TestCompression(t *testing.T) {
+	s := testenv.StartServer(t, "s")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := []byte(strings.Repeat("c", 4000))
+	for _, tc := range []struct {
+		dial []grpcfailover.Option
+		call []grpcfailover.CallOption
+		want string
+	}{
+		{nil, nil, ""},
+		{[]grpcfailover.Option{grpcfailover.WithCompression("gzip")}, nil, "gzip"},
+		{[]grpcfailover.Option{grpcfailover.WithCompression("gzip")}, []grpcfailover.CallOption{grpcfailover.UseCompression("identity")}, ""},
+		{nil, []grpcfailover.CallOption{grpcfailover.UseCompression("gzip")}, "gzip"},
+	} {
+		c := dial(t, "static:///"+s.Addr, tc.dial...)
+		var trailer grpcfailover.Metadata
+		got, err := c.Invoke(ctx, "/test.Svc/Echo", req, append(tc.call, grpcfailover.Trailer(&trailer))...)
+		if err != nil || string(got) != string(req) {
+			t.Fatalf("%+v: %v", tc, err)
+		}
+		if enc := strings.Join(trailer["x-gf-request-encoding"], ","); enc != tc.want {
+			t.Fatalf("%+v: the server got encoding %q, want %q", tc, enc, tc.want)
+		}
+	}
+	c := dial(t, "static:///"+s.Addr)
+	if _, err := c.Invoke(ctx, "/test.Svc/Echo", req, grpcfailover.UseCompression("snappy")); grpcfailover.CodeOf(err) != grpcfailover.InvalidArgument {
+		t.Fatalf("an unknown compression: %v, want InvalidArgument", err)
+	}
+	if _, err := grpcfailover.Dial("static:///"+s.Addr, grpcfailover.WithCompression("snappy")); grpcfailover.CodeOf(err) != grpcfailover.InvalidArgument {
+		t.Fatalf("an unknown client compression: %v, want InvalidArgument", err)
+	}
+}

@@ -191,6 +191,12 @@ func WithMaxSendMessageBytes(n uint64) Option {
 	return func(o *dialOptions) { o.values["max_send_message_bytes"] = n }
 }
 
+// WithCompression compresses every request of the client: "gzip" or "identity" (the default).
+// A call's UseCompression overrides it; compressed responses are always accepted.
+func WithCompression(name string) Option {
+	return func(o *dialOptions) { o.values["compression"] = name }
+}
+
 // WithKeepalive turns on HTTP/2 keepalive pings every interval, closing a connection whose
 // ping is not answered within timeout. Default: off.
 func WithKeepalive(interval, timeout time.Duration) Option {
@@ -216,6 +222,7 @@ type CallOption interface {
 type callConfig struct {
 	metadata     []string // key, value, key, value, ...
 	waitForReady int32    // -1: from the service config
+	compression  string   // "": the client's
 	header       *Metadata
 	trailer      *Metadata
 }
@@ -223,7 +230,8 @@ type callConfig struct {
 // plain reports whether the call needs none of the call options, so it can take the lighter
 // gf_invoke_async path.
 func (c *callConfig) plain() bool {
-	return len(c.metadata) == 0 && c.waitForReady < 0 && c.header == nil && c.trailer == nil
+	return len(c.metadata) == 0 && c.waitForReady < 0 && c.header == nil && c.trailer == nil &&
+		c.compression == ""
 }
 
 type callOptionFunc func(*callConfig)
@@ -257,6 +265,13 @@ func WaitForReady(wait bool) CallOption {
 			c.waitForReady = 1
 		}
 	})
+}
+
+// UseCompression compresses this call's request: "gzip" or "identity" (grpc-go's
+// grpc.UseCompressor names); another name fails the call with InvalidArgument. Compressed
+// responses are always accepted.
+func UseCompression(name string) CallOption {
+	return callOptionFunc(func(c *callConfig) { c.compression = name })
 }
 
 // Header stores the response headers in *md when the call ends.

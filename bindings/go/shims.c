@@ -78,12 +78,19 @@ gfgo_start gfgo_invoke(gf_client *client, const char *method, const uint8_t *req
 
 gfgo_start gfgo_invoke_ex(gf_client *client, const char *method, const uint8_t *request,
                           size_t request_len, uint32_t timeout_ms, int32_t wait_for_ready,
-                          const char *md, const size_t *md_index, size_t md_count,
-                          uintptr_t handle, int want_call) {
+                          const char *compression, const char *md, const size_t *md_index,
+                          size_t md_count, uintptr_t handle, int want_call) {
 	gfgo_start s = {NULL, 0, NULL};
 	gf_call_options *o = gf_call_options_new();
 	gf_call_options_set_timeout_ms(o, timeout_ms);
 	gf_call_options_set_wait_for_ready(o, wait_for_ready);
+	if (compression != NULL) {
+		s.code = gf_call_options_set_compression(o, compression, &s.error);
+		if (s.code != 0) {
+			gf_call_options_free(o);
+			return s;
+		}
+	}
 	for (size_t i = 0; i < md_count; i++) {
 		const size_t *e = md_index + 3 * i;
 		s.code = gf_call_options_add_metadata(o, md + e[0], (const uint8_t *)md + e[1], e[2],

@@ -57,11 +57,11 @@ gfgo_start gfgo_invoke(gf_client *client, const char *method, const uint8_t *req
 
 // Starts a call with call options (handle as in gfgo_invoke). The metadata comes as one buffer:
 // entry i has its NUL-terminated key at md + md_index[3i] and its value at md + md_index[3i+1],
-// of length md_index[3i+2].
+// of length md_index[3i+2]. compression is NULL for the client's choice.
 gfgo_start gfgo_invoke_ex(gf_client *client, const char *method, const uint8_t *request,
                           size_t request_len, uint32_t timeout_ms, int32_t wait_for_ready,
-                          const char *md, const size_t *md_index, size_t md_count,
-                          uintptr_t handle, int want_call);
+                          const char *compression, const char *md, const size_t *md_index,
+                          size_t md_count, uintptr_t handle, int want_call);
 
 typedef struct {
 	const char *key;

@@ -3,8 +3,13 @@
 //!
 //! - `/<any.Service>/Echo` returns the request; `/<any.Service>/Whoami` returns `--name`;
 //!   any other method is UNIMPLEMENTED.
+//! - `/<any.Service>/Zeros` with a decimal N as the request returns N MiB of zero bytes (with
+//!   --compress: a gzip "bomb" of a few KiB per MiB on the wire).
 //! - request metadata whose key starts with `x-echo-` comes back in the response trailers, and
-//!   so does `grpc-previous-rpc-attempts`, as `x-gf-previous-rpc-attempts`.
+//!   so do `grpc-previous-rpc-attempts`, as `x-gf-previous-rpc-attempts`, and `grpc-encoding`
+//!   (how the request came compressed), as `x-gf-request-encoding`.
+//! - requests compressed with gzip are accepted; --compress compresses the replies with gzip
+//!   when the client accepts it.
 //! - `grpc.health.v1.Health/Check` and `/Watch` (protobuf), for "" and any service name;
 //!   `/gf.test.Control/SetServing` with body `SERVING` or `NOT_SERVING` flips the status.
 //!
@@ -59,13 +64,14 @@ struct Config {
     tls_cert: Option<String>,
     tls_key: Option<String>,
     client_ca: Option<String>,
+    compress: bool,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("gf-testserver: {msg}");
     eprintln!(
         "usage: gf-testserver [--listen 127.0.0.1:PORT] [--name NAME] [--fail-rate F] [--fail-code C] \
-         [--delay-ms N] [--pushback-ms N] [--no-health] [--fail-after-headers] [--die-after-headers] [--etcd ENDPOINTS --prefix P [--weight W] [--ttl S]] \
+         [--delay-ms N] [--pushback-ms N] [--no-health] [--compress] [--fail-after-headers] [--die-after-headers] [--etcd ENDPOINTS --prefix P [--weight W] [--ttl S]] \
          [--tls-cert FILE --tls-key FILE [--client-ca FILE]]"
     );
     std::process::exit(2)
@@ -89,6 +95,7 @@ fn parse_args() -> Config {
         tls_cert: None,
         tls_key: None,
         client_ca: None,
+        compress: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -112,6 +119,7 @@ fn parse_args() -> Config {
             "--weight" => c.weight = num(&flag, value()),
             "--ttl" => c.ttl = num(&flag, value()),
             "--no-health" => c.health = false,
+            "--compress" => c.compress = true,
             "--fail-after-headers" => c.fail_after_headers = true,
             "--die-after-headers" => c.die_after_headers = true,
             "--tls-cert" => c.tls_cert = Some(value()),
@@ -351,7 +359,11 @@ impl Server {
         let path = req.uri().path().to_string();
         let mut grpc = tonic::server::Grpc::new(RawCodec)
             .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX);
+            .max_encoding_message_size(usize::MAX)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        if self.cfg.compress {
+            grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+        }
         match path.as_str() {
             p if p.starts_with("/grpc.health.v1.Health/") && !self.cfg.health => {
                 tonic::Status::unimplemented("gf-testserver: started with --no-health").into_http()
@@ -443,7 +455,7 @@ impl Server {
         if !self.cfg.delay.is_zero() {
             tokio::time::sleep(self.cfg.delay).await;
         }
-        if method != "Echo" && method != "Whoami" {
+        if method != "Echo" && method != "Whoami" && method != "Zeros" {
             return Err(with_metadata(
                 Status::unimplemented(format!("gf-testserver: no method {method:?}")),
                 &echo,
@@ -463,6 +475,15 @@ impl Server {
         }
         let body = if method == "Echo" {
             req.into_inner()
+        } else if method == "Zeros" {
+            let mib: usize = std::str::from_utf8(req.get_ref())
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .filter(|&n| n <= 4096)
+                .ok_or_else(|| {
+                    Status::invalid_argument("Zeros: the request is a MiB count, 0..4096")
+                })?;
+            Bytes::from(vec![0u8; mib << 20])
         } else {
             Bytes::from(self.cfg.name.clone())
         };
@@ -529,6 +550,8 @@ fn echo_metadata(headers: &HeaderMap) -> HeaderMap {
             out.append(k.clone(), v.clone());
         } else if k.as_str() == "grpc-previous-rpc-attempts" {
             out.append("x-gf-previous-rpc-attempts", v.clone());
+        } else if k.as_str() == "grpc-encoding" {
+            out.append("x-gf-request-encoding", v.clone());
         }
     }
     out

@@ -75,6 +75,26 @@ pub(crate) const DEFAULT_MAX_METADATA_BYTES: u64 = 16 << 10;
 /// The default bound of a response message, gRPC's (grpc-go, grpc-java, grpc-core): 4 MiB.
 pub(crate) const DEFAULT_MAX_RECEIVE_MESSAGE_BYTES: u64 = 4 << 20;
 
+/// A message compression, by its gRPC name (`grpc-encoding`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// Not compressed ("identity").
+    #[default]
+    Identity,
+    Gzip,
+}
+
+impl Compression {
+    /// "gzip" or "identity" (also "" and "none" for identity), as grpc-go names them.
+    pub fn from_name(name: &str) -> Result<Compression, String> {
+        match name {
+            "gzip" => Ok(Compression::Gzip),
+            "identity" | "none" | "" => Ok(Compression::Identity),
+            other => Err(format!("unknown compression {other:?}: gzip or identity")),
+        }
+    }
+}
+
 /// Everything `gf_connect` accepts in `options_json`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
@@ -102,6 +122,9 @@ pub struct Options {
     /// The largest request message a call sends; None (the default, as in gRPC) is unlimited. A
     /// method config's smaller `maxRequestMessageBytes` wins.
     pub max_send_message_bytes: Option<u64>,
+    /// How requests are compressed unless a call says otherwise; responses in gzip are always
+    /// accepted (`grpc-accept-encoding: gzip`).
+    pub compression: Compression,
     /// TLS to the backends (`tls`); None is plaintext.
     pub tls: Option<TlsOptions>,
 }
@@ -121,6 +144,7 @@ impl Default for Options {
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             max_receive_message_bytes: DEFAULT_MAX_RECEIVE_MESSAGE_BYTES,
             max_send_message_bytes: None,
+            compression: Compression::Identity,
             tls: None,
         }
     }
@@ -214,6 +238,9 @@ impl Options {
             o.max_receive_message_bytes = n;
         }
         o.max_send_message_bytes = opt_u64(obj, "max_send_message_bytes", "")?;
+        if let Some(c) = opt_str(obj, "compression", "")? {
+            o.compression = Compression::from_name(&c).map_err(|e| format!("compression: {e}"))?;
+        }
         if let Some(b) = opt_bool(obj, "nonblocking_callbacks", "")? {
             o.nonblocking_callbacks = b;
         }

@@ -5,6 +5,7 @@ use std::ffi::c_char;
 use bytes::Bytes;
 
 use super::{bytes_arg, str_arg};
+use crate::config::Compression;
 use crate::metadata::validate_metadata;
 use crate::{CallOptions, Status};
 
@@ -84,6 +85,35 @@ pub extern "C" fn gf_call_options_set_wait_for_ready(
                 }
             };
         }
+    })
+}
+
+/// Sets how this call's request is compressed: "gzip", "identity" (none), or NULL to go back
+/// to the client's `compression` option. Responses in gzip are always accepted. Returns 0, or 3
+/// INVALID_ARGUMENT for NULL options or another name (`error_out` as in `gf_connect`); the
+/// options are unchanged then. Never blocks.
+#[no_mangle]
+pub extern "C" fn gf_call_options_set_compression(
+    options: *mut gf_call_options,
+    compression: *const c_char,
+    error_out: *mut *mut c_char,
+) -> i32 {
+    ffi_fn!(error_out, {
+        if options.is_null() {
+            return Err(Status::invalid_argument("options: must not be NULL"));
+        }
+        let c = if compression.is_null() {
+            None
+        } else {
+            let name = str_arg(compression, "compression")?;
+            Some(
+                Compression::from_name(name)
+                    .map_err(|e| Status::invalid_argument(format!("compression: {e}")))?,
+            )
+        };
+        // SAFETY: non-NULL live options.
+        unsafe { (*options).opts.compression = c };
+        Ok(())
     })
 }
 

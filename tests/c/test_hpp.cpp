@@ -193,6 +193,25 @@ void test_metadata()
     CHECK(ran.load() == 0);
 }
 
+void test_compression()
+{
+    gf::Client client(static_target(echo_addr));
+    const std::string req(10000, 'c');
+    gf::Result r = client.call(kEcho, req, gf::CallOptions().set_compression("gzip"));
+    CHECK(r.response() == req);
+    auto enc = r.trailer("x-gf-request-encoding");
+    CHECKF(enc && *enc == "gzip", "the server did not get a gzip request");
+    r = client.call(kEcho, req, gf::CallOptions().set_compression("identity"));
+    CHECK(r.response() == req && !r.trailer("x-gf-request-encoding"));
+    CHECK(!gf::CallOptions().set_compression("gzip").clear_compression().compression());
+    gf::Result bad = client.try_call(kEcho, req, gf::CallOptions().set_compression("brotli"));
+    CHECK_STATUS(bad.status(), gf::StatusCode::INVALID_ARGUMENT);
+    CHECKF(bad.status().message().find("brotli") != std::string::npos, "%s", bad.status().message().c_str());
+    char *err = nullptr;
+    CHECK(gf_call_options_set_compression(nullptr, "gzip", &err) == GF_INVALID_ARGUMENT && err);
+    gf_string_free(err);
+}
+
 void test_deadline_and_timeouts()
 {
     gf::Client slow(static_target(slow_addr));
@@ -466,6 +485,7 @@ int main(int argc, char **argv)
         {"status_to_error", test_status_to_error},
         {"metadata", test_metadata},
         {"deadline_and_timeouts", test_deadline_and_timeouts},
+        {"compression", test_compression},
         {"futures", test_futures},
         {"callbacks", test_callbacks},
         {"move_and_close", test_move_and_close},

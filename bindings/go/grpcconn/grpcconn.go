@@ -64,8 +64,9 @@ func (cc *ClientConn) Close() error { return cc.client.Close() }
 // from encoding's registry (the request's content-type stays application/grpc). The metadata
 // of metadata.NewOutgoingContext and AppendToOutgoingContext is sent, but for the keys grpc-go
 // reserves (content-type, user-agent, te, grpc-*), which the library sets itself.
-// grpc.Header, grpc.Trailer, grpc.WaitForReady and grpc.OnFinish are honoured; other call
-// options (Peer, PerRPCCredentials, UseCompressor, MaxCallRecvMsgSize, ...) are ignored. The
+// grpc.Header, grpc.Trailer, grpc.WaitForReady, grpc.OnFinish and grpc.UseCompressor ("gzip";
+// compressed responses are always accepted) are honoured; other call options (Peer,
+// PerRPCCredentials, MaxCallRecvMsgSize, ...) are ignored. The
 // context's deadline bounds all attempts and cancelling it cancels the call.
 //
 // Errors are status errors: status.FromError and status.Code read the call's code and
@@ -96,6 +97,8 @@ func (cc *ClientConn) Invoke(ctx context.Context, method string, args, reply any
 			contentSubtype = o.ContentSubtype
 		case grpc.OnFinishCallOption:
 			defer func(f func(error)) { f(err) }(o.OnFinish)
+		case grpc.CompressorCallOption:
+			callOpts = append(callOpts, grpcfailover.UseCompression(o.CompressorType))
 		}
 	}
 	if codec == nil && codecV1 == nil {

@@ -362,3 +362,24 @@ func waitReady(t *testing.T, c *grpcfailover.Client, n int) {
 		t.Fatalf("the client's %d instances did not all become READY", n)
 	}
 }
+
+func TestUseCompressor(t *testing.T) {
+	s := testenv.StartServer(t, "s")
+	client := echopb.NewEchoerClient(dial(t, "static:///"+s.Addr))
+	var trailer metadata.MD
+	req := &echopb.EchoRequest{Text: strings.Repeat("z", 5000)}
+	reply, err := client.Echo(timeout(t), req, grpc.UseCompressor("gzip"), grpc.Trailer(&trailer))
+	if err != nil || reply.GetText() != req.Text {
+		t.Fatalf("Echo with gzip: %v", err)
+	}
+	if got := trailer.Get("x-gf-request-encoding"); len(got) != 1 || got[0] != "gzip" {
+		t.Fatalf("trailer %v: the server did not get a gzip request", trailer)
+	}
+	trailer = nil
+	if _, err := client.Echo(timeout(t), req, grpc.Trailer(&trailer)); err != nil || len(trailer.Get("x-gf-request-encoding")) != 0 {
+		t.Fatalf("Echo without a compressor: %v, trailer %v", err, trailer)
+	}
+	if _, err := client.Echo(timeout(t), req, grpc.UseCompressor("snappy")); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("an unknown compressor: %v, want InvalidArgument", err)
+	}
+}

@@ -94,6 +94,21 @@ def wait_for_ready(value: Any) -> Optional[int]:
     return 1 if value else 0
 
 
+def compression(value: Any) -> Optional[bytes]:
+    """A call's compression as the C string: a name ("gzip", "identity"; the library checks
+    it), or grpcio's ``grpc.Compression`` members, which map by name (Gzip -> gzip, NoCompression
+    -> identity). None keeps the client's choice."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode()
+    name = getattr(value, "name", None)
+    if isinstance(name, str):
+        mapped = {"gzip": "gzip", "nocompression": "identity"}.get(name.lower(), name.lower())
+        return mapped.encode()
+    raise TypeError(f"compression must be a str, a grpc.Compression or None, not {type(value).__name__}")
+
+
 def metadata(value: MetadataArg) -> List[Tuple[bytes, bytes]]:
     """Request metadata as (key, value) byte pairs. The library checks keys and values."""
     if value is None:

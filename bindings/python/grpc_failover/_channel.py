@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
 
+from . import _args
 from ._client import Client, Response
 from ._status import Metadata, RpcError, StatusCode
 
@@ -202,11 +203,9 @@ def client_kwargs(options: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
     tunes grpcio's own core and is ignored; any other name is a TypeError.
     """
     out = dict(kwargs)
-    if options is None:
-        return out
-    items: Iterable[Any] = options.items() if isinstance(options, Mapping) else options
+    items: Iterable[Any] = () if options is None else options.items() if isinstance(options, Mapping) else options
     backoff: Dict[str, float] = {}
-    limits: Dict[str, int] = {}
+    limits: Dict[str, Any] = {}
     for item in items:
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError(f"channel options must be (name, value) pairs, got {item!r}")
@@ -238,6 +237,11 @@ def client_kwargs(options: Any, kwargs: Dict[str, Any]) -> Dict[str, Any]:
         if "connect_backoff" in out:
             raise TypeError("channel option 'connect_backoff' given twice")
         out["connect_backoff"] = backoff
+    if out.get("compression") is not None:
+        # grpcio's channel-level compression (a name or a grpc.Compression): the library's option.
+        limits["compression"] = (_args.compression(out.pop("compression")) or b"").decode()
+    else:
+        out.pop("compression", None)
     if limits:
         merged = dict(out.get("options") or {})
         for key in limits:
@@ -401,7 +405,8 @@ class _UnaryUnary(*_UU_BASES):  # type: ignore[misc]
         req = _serialize(self._serializer, request)
         try:
             data = self._client.invoke(
-                self._method, req, timeout=_timeout(timeout), metadata=metadata, wait_for_ready=wait_for_ready
+                self._method, req, timeout=_timeout(timeout), metadata=metadata, wait_for_ready=wait_for_ready,
+                compression=compression,
             )
         except RpcError as e:
             raise _converted(e) from None
@@ -412,7 +417,8 @@ class _UnaryUnary(*_UU_BASES):  # type: ignore[misc]
         req = _serialize(self._serializer, request)
         try:
             r = self._client.invoke_full(
-                self._method, req, timeout=_timeout(timeout), metadata=metadata, wait_for_ready=wait_for_ready
+                self._method, req, timeout=_timeout(timeout), metadata=metadata, wait_for_ready=wait_for_ready,
+                compression=compression,
             )
         except RpcError as e:
             raise _converted(e) from None
@@ -422,13 +428,15 @@ class _UnaryUnary(*_UU_BASES):  # type: ignore[misc]
         _check_credentials(credentials)
         req = _serialize(self._serializer, request)
         _timeout(timeout)
-        coroutine = self._run(req, timeout, metadata, wait_for_ready)
+        coroutine = self._run(req, timeout, metadata, wait_for_ready, compression)
         return _Future(asyncio.run_coroutine_threadsafe(coroutine, _background_loop()), timeout)
 
-    async def _run(self, req: bytes, timeout: Any, metadata: Any, wait_for_ready: Any) -> Tuple[Any, Response]:
+    async def _run(self, req: bytes, timeout: Any, metadata: Any, wait_for_ready: Any,
+                   compression: Any) -> Tuple[Any, Response]:
         try:
             r = await self._client.invoke_full_async(
-                self._method, req, timeout=timeout, metadata=metadata, wait_for_ready=wait_for_ready
+                self._method, req, timeout=timeout, metadata=metadata, wait_for_ready=wait_for_ready,
+                compression=compression,
             )
         except RpcError as e:
             raise _converted(e) from None

@@ -121,12 +121,13 @@ def _rejected(code: int, error: Optional[int]) -> Exception:
     return rejected(code, take_string(error) or f"rejected with status {code}")
 
 
-def _call_options(timeout: Any, metadata: MetadataArg, wait_for_ready: Any) -> Optional[int]:
+def _call_options(timeout: Any, metadata: MetadataArg, wait_for_ready: Any, compression: Any = None) -> Optional[int]:
     """A gf_call_options for these arguments, or None when the defaults do. The caller frees it."""
     ms = _args.timeout_ms(timeout)
     pairs = _args.metadata(metadata)
     wfr = _args.wait_for_ready(wait_for_ready)
-    if not ms and not pairs and wfr is None:
+    comp = _args.compression(compression)
+    if not ms and not pairs and wfr is None and comp is None:
         return None
     options: int = fast.gf_call_options_new()
     try:
@@ -134,6 +135,11 @@ def _call_options(timeout: Any, metadata: MetadataArg, wait_for_ready: Any) -> O
             fast.gf_call_options_set_timeout_ms(options, ms)
         if wfr is not None:
             fast.gf_call_options_set_wait_for_ready(options, wfr)
+        if comp is not None:
+            error = c_void_p()
+            code = fast.gf_call_options_set_compression(options, comp, byref(error))
+            if code != 0:
+                raise _rejected(code, error.value)
         for key, value in pairs:
             error = c_void_p()
             code = fast.gf_call_options_add_metadata(options, key, value, len(value), byref(error))
@@ -501,6 +507,7 @@ class Client:
         timeout: Optional[float] = None,
         metadata: MetadataArg = None,
         wait_for_ready: Optional[bool] = None,
+        compression: Optional[str] = None,
     ) -> bytes:
         """Calls a unary method with raw request bytes and returns the raw response bytes.
 
@@ -510,13 +517,15 @@ class Client:
         - ``metadata``: request metadata, ``(key, value)`` pairs or a dict; keys are lower
           case, values str, or bytes for keys ending in "-bin".
         - ``wait_for_ready``: overrides the service config's waitForReady.
+        - ``compression``: ``"gzip"`` or ``"identity"`` for this call's request (default: the
+          client's ``compression`` option); compressed responses are always accepted.
 
         Blocks until the call ends, without holding the GIL, so threads call in parallel.
         Raises :class:`RpcError` when the call ends with a status other than OK, TypeError for an
         argument of the wrong type, :class:`InvalidArgumentError` for a bad value and
         :class:`FailedPreconditionError` on a closed client (both also ValueErrors).
         """
-        return self._invoke(method, request, timeout, metadata, wait_for_ready, False)  # type: ignore[return-value]
+        return self._invoke(method, request, timeout, metadata, wait_for_ready, False, compression)  # type: ignore[return-value]
 
     def invoke_full(
         self,
@@ -526,9 +535,10 @@ class Client:
         timeout: Optional[float] = None,
         metadata: MetadataArg = None,
         wait_for_ready: Optional[bool] = None,
+        compression: Optional[str] = None,
     ) -> Response:
         """Like :meth:`invoke`, and returns a :class:`Response` with the headers and trailers."""
-        return self._invoke(method, request, timeout, metadata, wait_for_ready, True)  # type: ignore[return-value]
+        return self._invoke(method, request, timeout, metadata, wait_for_ready, True, compression)  # type: ignore[return-value]
 
     async def invoke_async(
         self,
@@ -538,13 +548,14 @@ class Client:
         timeout: Optional[float] = None,
         metadata: MetadataArg = None,
         wait_for_ready: Optional[bool] = None,
+        compression: Optional[str] = None,
     ) -> bytes:
         """:meth:`invoke` for asyncio: the call runs in the library, the event loop stays free.
 
         Cancelling the awaiting task (``task.cancel()``, ``asyncio.wait_for``...) cancels the
         call. Raises like :meth:`invoke`.
         """
-        return await self._invoke_async(method, request, timeout, metadata, wait_for_ready, False)  # type: ignore[return-value]
+        return await self._invoke_async(method, request, timeout, metadata, wait_for_ready, False, compression)  # type: ignore[return-value]
 
     async def invoke_full_async(
         self,
@@ -554,19 +565,21 @@ class Client:
         timeout: Optional[float] = None,
         metadata: MetadataArg = None,
         wait_for_ready: Optional[bool] = None,
+        compression: Optional[str] = None,
     ) -> Response:
         """:meth:`invoke_full` for asyncio, cancellable like :meth:`invoke_async`."""
-        return await self._invoke_async(method, request, timeout, metadata, wait_for_ready, True)  # type: ignore[return-value]
+        return await self._invoke_async(method, request, timeout, metadata, wait_for_ready, True, compression)  # type: ignore[return-value]
 
     def _invoke(
-        self, method: Any, request: Any, timeout: Any, metadata: Any, wait_for_ready: Any, full: bool
+        self, method: Any, request: Any, timeout: Any, metadata: Any, wait_for_ready: Any, full: bool,
+        compression: Any = None
     ) -> Union[bytes, Response]:
         m = _args.method(method)
         req = _args.request(request)
-        if timeout is None and metadata is None and wait_for_ready is None:
+        if timeout is None and metadata is None and wait_for_ready is None and compression is None:
             options = None
         else:
-            options = _call_options(timeout, metadata, wait_for_ready)
+            options = _call_options(timeout, metadata, wait_for_ready, compression)
         result, error = c_void_p(), c_void_p()
         try:
             native = self._native
@@ -586,10 +599,11 @@ class Client:
         return _finish(outcome, full)
 
     async def _invoke_async(
-        self, method: Any, request: Any, timeout: Any, metadata: Any, wait_for_ready: Any, full: bool
+        self, method: Any, request: Any, timeout: Any, metadata: Any, wait_for_ready: Any, full: bool,
+        compression: Any = None
     ) -> Union[bytes, Response]:
         key, call, future = self._start_async(method, request, timeout, metadata, wait_for_ready,
-                                              _FULL if full else _BYTES)
+                                              _FULL if full else _BYTES, compression)
         try:
             outcome = await future
         except BaseException:
@@ -600,7 +614,8 @@ class Client:
         return _finish(outcome, full)
 
     def _start_async(
-        self, method: Any, request: Any, timeout: Any, metadata: Any, wait_for_ready: Any, mode: int
+        self, method: Any, request: Any, timeout: Any, metadata: Any, wait_for_ready: Any, mode: int,
+        compression: Any = None
     ) -> Tuple[int, int, "asyncio.Future[Any]"]:
         """Starts an async call on the running loop without waiting: returns its key, its call
         handle (the caller frees it with gf_call_free) and the future that gets its outcome
@@ -608,10 +623,10 @@ class Client:
         m = _args.method(method)
         req = _args.request(request)
         loop = asyncio.get_running_loop()
-        if timeout is None and metadata is None and wait_for_ready is None:
+        if timeout is None and metadata is None and wait_for_ready is None and compression is None:
             options = None
         else:
-            options = _call_options(timeout, metadata, wait_for_ready)
+            options = _call_options(timeout, metadata, wait_for_ready, compression)
         future: "asyncio.Future[Any]" = loop.create_future()
         key = next(_ids)
         call, error = c_void_p(), c_void_p()

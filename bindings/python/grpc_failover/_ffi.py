@@ -118,6 +118,7 @@ _NON_BLOCKING = {
     "gf_call_options_set_timeout_ms": ([c_void_p, c_uint32], None),
     "gf_call_options_set_wait_for_ready": ([c_void_p, c_int32], None),
     "gf_call_options_add_metadata": ([c_void_p, c_char_p, c_char_p, c_size_t, _out_ptr], c_int32),
+    "gf_call_options_set_compression": ([c_void_p, c_char_p, _out_ptr], c_int32),
     "gf_invoke_async_ex": (
         [c_void_p, c_char_p, c_char_p, c_size_t, c_void_p, RESULT_CALLBACK, c_void_p, _out_ptr, _out_ptr],
         c_int32,

@@ -63,7 +63,7 @@ class UnaryUnaryCall(*_CALL_BASES):  # type: ignore[misc]
     result until asked for."""
 
     def __init__(self, client: Client, method: str, request: Any, serializer: Any, deserializer: Any,
-                 timeout: Any, metadata: Any, wait_for_ready: Any):
+                 timeout: Any, metadata: Any, wait_for_ready: Any, compression: Any = None):
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._deserializer = deserializer
         # Failures are kept, not raised: a call nobody awaits must not log "exception never
@@ -77,7 +77,7 @@ class UnaryUnaryCall(*_CALL_BASES):  # type: ignore[misc]
         try:
             req = _serialize(serializer, request, AioRpcError)
             self._key, self._call, self._future = client._start_async(
-                method, req, _timeout(timeout, AioRpcError), metadata, wait_for_ready, _KEEP
+                method, req, _timeout(timeout, AioRpcError), metadata, wait_for_ready, _KEEP, compression
             )
         except Exception as e:
             self._future = asyncio.get_running_loop().create_future()
@@ -198,7 +198,8 @@ class _UnaryUnary(*_UU_BASES):  # type: ignore[misc]
     def __call__(self, request, *, timeout=None, metadata=None, credentials=None, wait_for_ready=None, compression=None):  # type: ignore[no-untyped-def]
         _check_credentials(credentials)
         return UnaryUnaryCall(
-            self._client, self._method, request, self._serializer, self._deserializer, timeout, metadata, wait_for_ready
+            self._client, self._method, request, self._serializer, self._deserializer, timeout, metadata,
+            wait_for_ready, compression,
         )
 
 

@@ -164,3 +164,45 @@ def test_message_size_limits(server, stubs):
         with pytest.raises(RpcError) as raw:
             c.invoke("/x.Y/Echo", b"z" * 2000, timeout=10)
         assert raw.value.code is StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_compression(servers, stubs):
+    """gzip per call (grpc.Compression or a name) and per channel; compressed replies decode."""
+    pb, pbg, _ = stubs
+    plain, gz = servers("plain"), servers("gz", "--compress")
+    req = pb.EchoRequest(text="c" * 5000)
+    with grpc_failover.Channel(plain.addr) as ch:
+        stub = pbg.EchoerStub(ch)
+        _, call = stub.Echo.with_call(req, timeout=5, compression=grpc.Compression.Gzip)
+        assert dict(call.trailing_metadata()).get("x-gf-request-encoding") == "gzip"
+        _, call = stub.Echo.with_call(req, timeout=5)
+        assert "x-gf-request-encoding" not in dict(call.trailing_metadata())
+        with pytest.raises(ValueError):
+            stub.Echo(req, timeout=5, compression="brotli")
+    with grpc_failover.Channel(plain.addr, compression=grpc.Compression.Gzip) as ch:
+        _, call = pbg.EchoerStub(ch).Echo.with_call(req, timeout=5)
+        assert dict(call.trailing_metadata()).get("x-gf-request-encoding") == "gzip"
+        _, call = pbg.EchoerStub(ch).Echo.with_call(req, timeout=5, compression=grpc.Compression.NoCompression)
+        assert "x-gf-request-encoding" not in dict(call.trailing_metadata())
+    with grpc_failover.Channel(gz.addr) as ch:
+        reply, call = pbg.EchoerStub(ch).Echo.with_call(req, timeout=5)
+        assert reply.text == req.text and dict(call.initial_metadata()).get("grpc-encoding") == "gzip"
+    with grpc_failover.Client(f"static:///{plain.addr}") as c:
+        r = c.invoke_full("/x.Y/Echo", b"z" * 1000, timeout=5, compression="gzip")
+        assert dict(r.trailers).get("x-gf-request-encoding") == "gzip"
+
+
+def test_compression_asyncio(servers, stubs):
+    import asyncio
+    import grpc_failover.aio
+
+    pb, pbg, _ = stubs
+    plain = servers("plain")
+
+    async def main():
+        async with grpc_failover.aio.Channel(plain.addr) as ch:
+            call = pbg.EchoerStub(ch).Echo(pb.EchoRequest(text="a" * 3000), compression=grpc.Compression.Gzip)
+            assert (await call).text == "a" * 3000
+            assert (await call.trailing_metadata()).get("x-gf-request-encoding") == "gzip"
+
+    asyncio.run(main())

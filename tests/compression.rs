@@ -1,0 +1,130 @@
+//! gzip: requests compressed when asked for (per client or per call), compressed responses
+//! always accepted, and decompression bounded by the receive limit (a zip bomb fails its call
+//! with RESOURCE_EXHAUSTED, without the process growing), against real gf-testservers.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use grpc_failover::config::Compression;
+use grpc_failover::{CallOptions, Client, Code};
+
+fn opts() -> CallOptions {
+    CallOptions {
+        timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    }
+}
+
+fn value<'a>(md: &'a [(String, Bytes)], key: &str) -> Option<&'a [u8]> {
+    md.iter().find(|(k, _)| k == key).map(|(_, v)| &v[..])
+}
+
+#[test]
+fn gzip_requests_per_client_and_per_call() {
+    let s = TestServer::start("gz", &[]);
+    let target = format!("static:///{}", s.addr);
+    let req = Bytes::from("compress me ".repeat(1000));
+
+    let plain = Client::connect(&target, options("{}")).unwrap();
+    let r = block_on(plain.invoke_full("/test.Svc/Echo", req.clone(), &opts()));
+    assert_eq!(r.status.code, Code::Ok, "{}", r.status);
+    assert_eq!(r.response, req);
+    assert_eq!(
+        value(&r.trailers, "x-gf-request-encoding"),
+        None,
+        "identity by default"
+    );
+
+    let gz = Client::connect(&target, options(r#"{"compression": "gzip"}"#)).unwrap();
+    let r = block_on(gz.invoke_full("/test.Svc/Echo", req.clone(), &opts()));
+    assert_eq!(r.response, req);
+    assert_eq!(
+        value(&r.trailers, "x-gf-request-encoding"),
+        Some(&b"gzip"[..])
+    );
+
+    // A call overrides its client, either way.
+    let identity = CallOptions {
+        compression: Some(Compression::Identity),
+        ..opts()
+    };
+    let r = block_on(gz.invoke_full("/test.Svc/Echo", req.clone(), &identity));
+    assert_eq!(r.response, req);
+    assert_eq!(value(&r.trailers, "x-gf-request-encoding"), None);
+    let gzip = CallOptions {
+        compression: Some(Compression::Gzip),
+        ..opts()
+    };
+    let r = block_on(plain.invoke_full("/test.Svc/Echo", req.clone(), &gzip));
+    assert_eq!(r.response, req);
+    assert_eq!(
+        value(&r.trailers, "x-gf-request-encoding"),
+        Some(&b"gzip"[..])
+    );
+
+    let err = grpc_failover::Options::from_json(Some(r#"{"compression": "brotli"}"#))
+        .expect_err("brotli");
+    assert_eq!(err.code, Code::InvalidArgument);
+    assert!(err.message.contains("compression"), "{err}");
+}
+
+#[test]
+fn compressed_responses_are_accepted() {
+    let s = TestServer::start("gz-replies", &["--compress"]);
+    let c = Client::connect(&format!("static:///{}", s.addr), options("{}")).unwrap();
+    let req = Bytes::from(vec![b'z'; 100_000]);
+    let r = block_on(c.invoke_full("/test.Svc/Echo", req.clone(), &opts()));
+    assert_eq!(r.status.code, Code::Ok, "{}", r.status);
+    assert_eq!(r.response, req);
+    assert_eq!(
+        value(&r.headers, "grpc-encoding"),
+        Some(&b"gzip"[..]),
+        "the reply came compressed: {:?}",
+        r.headers
+    );
+}
+
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status")
+}
+
+/// 1 GiB of zeros, a few MiB compressed: refused while decompressing, at the 4 MiB receive limit,
+/// without the process's peak RSS growing by anything near the message.
+#[test]
+fn a_zip_bomb_is_refused_within_the_receive_limit() {
+    let s = TestServer::start("bomb", &["--compress"]);
+    let target = format!("static:///{}", s.addr);
+    let c = Client::connect(&target, options("{}")).unwrap();
+    // Within the limit, decompressed in full.
+    let r = block_on(c.invoke_full("/test.Svc/Zeros", Bytes::from("3"), &opts()));
+    assert_eq!(r.status.code, Code::Ok, "{}", r.status);
+    assert_eq!(r.response.len(), 3 << 20);
+    assert!(r.response.iter().all(|&b| b == 0));
+
+    let before = peak_rss_kib();
+    let err = block_on(c.invoke("/test.Svc/Zeros", Bytes::from("1024"), &opts())).unwrap_err();
+    let grown_mib = (peak_rss_kib() - before) / 1024;
+    assert_eq!(err.code, Code::ResourceExhausted, "{err}");
+    assert!(err.message.contains("4194304"), "{err}");
+    assert!(
+        grown_mib < 100,
+        "peak RSS grew {grown_mib} MiB decompressing a 1 GiB bomb"
+    );
+    // Raising the limit lets a larger (honest) reply through.
+    let c = Client::connect(
+        &target,
+        options(r#"{"max_receive_message_bytes": 8388608}"#),
+    )
+    .unwrap();
+    let r = block_on(c.invoke_full("/test.Svc/Zeros", Bytes::from("6"), &opts()));
+    assert_eq!(r.status.code, Code::Ok, "{}", r.status);
+    assert_eq!(r.response.len(), 6 << 20);
+}
