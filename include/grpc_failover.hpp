@@ -265,20 +265,31 @@ class Error : public std::runtime_error {
  */
 class CallOptions {
   public:
-    /** The deadline across all attempts (retries and hedges included); 0 = none, the default
-     *  (a method config `timeout` still applies; the smaller one wins). Rounded up to whole
-     *  milliseconds; longer than about 49 days means none. */
+    /** The deadline across all attempts (retries and hedges included), from when the call
+     *  starts (a method config `timeout` still applies; the smaller one wins). Rounded up to
+     *  whole milliseconds; longer than about 49 days means none. Zero, negative or NaN means
+     *  the deadline has passed: the call fails at once with DEADLINE_EXCEEDED, as a deadline
+     *  computed as `deadline - now()` that is already over should. No deadline is the default;
+     *  clear_timeout() goes back to it. */
     template <class Rep, class Period>
     CallOptions &set_timeout(std::chrono::duration<Rep, Period> timeout)
     {
         // Compared in floating point first: converting hours::max() to milliseconds overflows.
         const double ms = std::chrono::duration<double, std::milli>(timeout).count();
-        if (!(ms > 0) || ms > static_cast<double>(UINT32_MAX)) {
+        expired_ = !(ms > 0);
+        if (expired_ || ms > static_cast<double>(UINT32_MAX)) {
             timeout_ms_ = 0;
         } else {
             timeout_ms_ = static_cast<uint32_t>(
                 std::chrono::ceil<std::chrono::milliseconds>(std::chrono::duration<double, std::milli>(ms)).count());
         }
+        return *this;
+    }
+    /** No deadline (the default). */
+    CallOptions &clear_timeout() noexcept
+    {
+        timeout_ms_ = 0;
+        expired_ = false;
         return *this;
     }
     /** Overrides the method config's waitForReady: true waits for a ready instance up to the
@@ -315,7 +326,10 @@ class CallOptions {
         return *this;
     }
 
+    /** The timeout in milliseconds; 0 when none or already expired (see expired()). */
     uint32_t timeout_ms() const noexcept { return timeout_ms_; }
+    /** set_timeout() was given a deadline already passed. */
+    bool expired() const noexcept { return expired_; }
     std::optional<bool> wait_for_ready() const noexcept { return wait_for_ready_; }
     const Metadata &metadata() const noexcept { return metadata_; }
     const std::optional<std::string> &compression() const noexcept { return compression_; }
@@ -325,12 +339,16 @@ class CallOptions {
 
     bool is_default() const noexcept
     {
-        return timeout_ms_ == 0 && !wait_for_ready_ && metadata_.empty() && !compression_;
+        return timeout_ms_ == 0 && !expired_ && !wait_for_ready_ && metadata_.empty() && !compression_;
     }
     /** The C options (NULL when all are defaults, so the call takes the cheapest path). */
     std::unique_ptr<gf_call_options, detail::OptionsFree> to_c(Status &status) const
     {
         std::unique_ptr<gf_call_options, detail::OptionsFree> o;
+        if (expired_) {
+            status = Status(StatusCode::DEADLINE_EXCEEDED, "grpc_failover: the call's deadline had passed before it started");
+            return o;
+        }
         if (is_default()) {
             return o;
         }
@@ -341,6 +359,10 @@ class CallOptions {
         gf_call_options_set_timeout_ms(o.get(), timeout_ms_);
         if (wait_for_ready_) {
             gf_call_options_set_wait_for_ready(o.get(), *wait_for_ready_ ? 1 : 0);
+        }
+        if (compression_ && compression_->find('\0') != std::string::npos) {
+            status = Status(StatusCode::INVALID_ARGUMENT, "compression: contains a NUL byte");
+            return nullptr;
         }
         if (compression_) {
             char *err = nullptr;
@@ -363,6 +385,7 @@ class CallOptions {
     }
 
     uint32_t timeout_ms_ = 0;
+    bool expired_ = false;
     std::optional<bool> wait_for_ready_;
     Metadata metadata_;
     std::optional<std::string> compression_;
@@ -465,8 +488,9 @@ class Client {
     /**
      * Calls a unary method ("/package.Service/Method") with the request bytes and waits for the
      * outcome. Returns the Result when the status is OK; throws Error otherwise (the server's
-     * status, DEADLINE_EXCEEDED, UNAVAILABLE when no instance could take it, CANCELLED after
-     * shutdown, INVALID_ARGUMENT for a bad method or metadata). Blocks; thread-safe.
+     * status, DEADLINE_EXCEEDED, UNAVAILABLE when no instance could take it, CANCELLED when
+     * shutdown() runs meanwhile, FAILED_PRECONDITION once shut down, INVALID_ARGUMENT for a bad
+     * method or metadata). Blocks; thread-safe.
      */
     Result call(const std::string &method, std::string_view request,
                 const CallOptions &options = CallOptions()) const
@@ -504,8 +528,8 @@ class Client {
     /**
      * Starts a call and returns at once; the future gets the Result, or an Error (from `get()`)
      * when the status is not OK, including a call refused at the start. `call_out`, when given,
-     * receives a handle to cancel it. Never blocks; thread-safe, also inside a callback (but do
-     * not wait on the future there).
+     * receives a handle to cancel it (filled after the call started). Never blocks; thread-safe,
+     * also inside a callback (but do not wait on the future there).
      */
     std::future<Result> call_async(const std::string &method, std::string_view request,
                                    const CallOptions &options = CallOptions(), AsyncCall *call_out = nullptr) const
@@ -525,7 +549,9 @@ class Client {
      * Starts a call and returns at once. When the returned Status is OK, `done` runs exactly
      * once, on a library thread, with the Result (whatever its status); otherwise it never
      * runs and the Status says why (INVALID_ARGUMENT, FAILED_PRECONDITION). `done` must not
-     * block for long nor throw (see the top of this file). `call_out` as in the future form.
+     * block for long nor throw (see the top of this file); if memory runs out while the Result
+     * for it is built, std::terminate is called. `call_out` as in the future form; it is filled
+     * after the call started, so `done` (which may already run) must not use that AsyncCall.
      */
     Status call_async(const std::string &method, std::string_view request, const CallOptions &options,
                       std::function<void(Result)> done, AsyncCall *call_out = nullptr) const
@@ -592,11 +618,15 @@ class Client {
     static void fulfil(void *user_data, gf_result *result) noexcept
     {
         std::unique_ptr<std::promise<Result>> promise(static_cast<std::promise<Result> *>(user_data));
-        Result r(result);
-        if (r.ok()) {
-            promise->set_value(std::move(r));
-        } else {
-            promise->set_exception(std::make_exception_ptr(Error(std::move(r))));
+        try {
+            Result r(result);
+            if (r.ok()) {
+                promise->set_value(std::move(r));
+            } else {
+                promise->set_exception(std::make_exception_ptr(Error(std::move(r))));
+            }
+        } catch (...) { // out of memory: the future's get() throws it
+            promise->set_exception(std::current_exception());
         }
     }
 

@@ -18,6 +18,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/cgo"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -287,6 +288,9 @@ func (c *Client) Invoke(ctx context.Context, method string, request []byte, opts
 		creq = (*C.uint8_t)(unsafe.Pointer(&request[0]))
 	}
 	var ccomp *C.char
+	if strings.IndexByte(cfg.compression, 0) >= 0 {
+		return nil, newStatusError(InvalidArgument, "compression: contains a NUL byte")
+	}
 	if cfg.compression != "" {
 		comp := make([]byte, len(cfg.compression)+1)
 		copy(comp, cfg.compression)

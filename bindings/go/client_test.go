@@ -456,6 +456,9 @@ func TestCompression(t *testing.T) {
 	if _, err := c.Invoke(ctx, "/test.Svc/Echo", req, grpcfailover.UseCompression("snappy")); grpcfailover.CodeOf(err) != grpcfailover.InvalidArgument {
 		t.Fatalf("an unknown compression: %v, want InvalidArgument", err)
 	}
+	if _, err := c.Invoke(ctx, "/test.Svc/Echo", req, grpcfailover.UseCompression("gzip\x00x")); grpcfailover.CodeOf(err) != grpcfailover.InvalidArgument {
+		t.Fatalf("a compression with a NUL byte: %v, want InvalidArgument", err)
+	}
 	if _, err := grpcfailover.Dial("static:///"+s.Addr, grpcfailover.WithCompression("snappy")); grpcfailover.CodeOf(err) != grpcfailover.InvalidArgument {
 		t.Fatalf("an unknown client compression: %v, want InvalidArgument", err)
 	}

@@ -268,8 +268,8 @@ func WaitForReady(wait bool) CallOption {
 }
 
 // UseCompression compresses this call's request: "gzip" or "identity" (grpc-go's
-// grpc.UseCompressor names); another name fails the call with InvalidArgument. Compressed
-// responses are always accepted.
+// grpc.UseCompressor names); "" keeps the client's choice, another name fails the call with
+// InvalidArgument. Compressed responses are always accepted.
 func UseCompression(name string) CallOption {
 	return callOptionFunc(func(c *callConfig) { c.compression = name })
 }

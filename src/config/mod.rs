@@ -85,11 +85,11 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// "gzip" or "identity" (also "" and "none" for identity), as grpc-go names them.
+    /// "gzip" or "identity", as grpc-go names them (`grpc-encoding` values); nothing else.
     pub fn from_name(name: &str) -> Result<Compression, String> {
         match name {
             "gzip" => Ok(Compression::Gzip),
-            "identity" | "none" | "" => Ok(Compression::Identity),
+            "identity" => Ok(Compression::Identity),
             other => Err(format!("unknown compression {other:?}: gzip or identity")),
         }
     }

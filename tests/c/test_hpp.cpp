@@ -7,7 +7,10 @@
 
 #include <grpc_failover.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
+#include <cstdlib>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -204,6 +207,10 @@ void test_compression()
     r = client.call(kEcho, req, gf::CallOptions().set_compression("identity"));
     CHECK(r.response() == req && !r.trailer("x-gf-request-encoding"));
     CHECK(!gf::CallOptions().set_compression("gzip").clear_compression().compression());
+    CHECK_STATUS(client.try_call(kEcho, req, gf::CallOptions().set_compression(std::string("gzip\0x", 6))).status(),
+                 gf::StatusCode::INVALID_ARGUMENT);
+    CHECK_STATUS(client.try_call(kEcho, req, gf::CallOptions().set_compression("")).status(),
+                 gf::StatusCode::INVALID_ARGUMENT);
     gf::Result bad = client.try_call(kEcho, req, gf::CallOptions().set_compression("brotli"));
     CHECK_STATUS(bad.status(), gf::StatusCode::INVALID_ARGUMENT);
     CHECKF(bad.status().message().find("brotli") != std::string::npos, "%s", bad.status().message().c_str());
@@ -221,7 +228,17 @@ void test_deadline_and_timeouts()
     CHECK(std::chrono::steady_clock::now() - t0 < 1900ms); // not the server's 2 s
     CHECK(gf::CallOptions().set_timeout(1500us).timeout_ms() == 2);
     CHECK(gf::CallOptions().set_timeout(std::chrono::duration<double>(0.25)).timeout_ms() == 250);
-    CHECK(gf::CallOptions().set_timeout(-5s).timeout_ms() == 0);
+    CHECK(gf::CallOptions().set_timeout(-5s).timeout_ms() == 0 && gf::CallOptions().set_timeout(-5s).expired());
+    CHECK(!gf::CallOptions().set_timeout(-5s).clear_timeout().expired());
+    // A deadline already passed fails the call at once, in every form, and never waits.
+    gf::Client stall(static_target(stall_addr));
+    for (auto passed : {gf::CallOptions().set_timeout(-5s), gf::CallOptions().set_timeout(0ms),
+                        gf::CallOptions().set_timeout(std::chrono::duration<double>(std::nan("")))}) {
+        CHECK(passed.expired());
+        CHECK_STATUS(stall.try_call(kEcho, "x", passed).status(), gf::StatusCode::DEADLINE_EXCEEDED);
+        expect_error([&] { stall.call_async(kEcho, "x", passed).get(); }, gf::StatusCode::DEADLINE_EXCEEDED,
+                     "future with a passed deadline");
+    }
     CHECK(gf::CallOptions().set_timeout(std::chrono::hours::max()).timeout_ms() == 0);
     CHECK(gf::CallOptions().set_timeout(std::chrono::hours(24 * 50)).timeout_ms() == 0);
     CHECK(gf::CallOptions().set_timeout(std::chrono::hours(24 * 40)).timeout_ms() == 3456000000u);

@@ -101,6 +101,8 @@ def compression(value: Any) -> Optional[bytes]:
     if value is None:
         return None
     if isinstance(value, str):
+        if "\0" in value:
+            raise InvalidArgumentError("compression: contains a NUL character")
         return value.encode()
     name = getattr(value, "name", None)
     if isinstance(name, str):

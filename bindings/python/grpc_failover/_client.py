@@ -80,8 +80,9 @@ class KeptResult:
     __slots__ = ("code", "message", "data", "_result", "_headers", "_trailers")
 
     def __init__(self, result: int):
+        self._result: Optional[int] = None  # set once read: if reading fails, _settle frees it
         self.code, self.message, self.data, _, _ = _read_result(result, False)
-        self._result: Optional[int] = result
+        self._result = result
         self._headers: Optional[Metadata] = None
         self._trailers: Optional[Metadata] = None
 

@@ -64,7 +64,7 @@ class UnaryUnaryCall(*_CALL_BASES):  # type: ignore[misc]
 
     def __init__(self, client: Client, method: str, request: Any, serializer: Any, deserializer: Any,
                  timeout: Any, metadata: Any, wait_for_ready: Any, compression: Any = None):
-        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._deadline: Optional[float] = None
         self._deserializer = deserializer
         # Failures are kept, not raised: a call nobody awaits must not log "exception never
         # retrieved"; as grpc.aio does, a bad request or argument surfaces at ``await``.
@@ -76,6 +76,8 @@ class UnaryUnaryCall(*_CALL_BASES):  # type: ignore[misc]
         self._key = 0
         try:
             req = _serialize(serializer, request, AioRpcError)
+            if timeout is not None:
+                self._deadline = time.monotonic() + timeout
             self._key, self._call, self._future = client._start_async(
                 method, req, _timeout(timeout, AioRpcError), metadata, wait_for_ready, _KEEP, compression
             )
@@ -94,7 +96,11 @@ class UnaryUnaryCall(*_CALL_BASES):  # type: ignore[misc]
         future = self._future
         if future.cancelled():
             return
-        kept = future.result()
+        try:
+            kept = future.result()
+        except BaseException as e:  # reading the result failed (out of memory): kept as the error
+            self._error = e
+            return
         self._kept = kept
         if kept.code != 0:
             self._error = AioRpcError(StatusCode.from_number(kept.code), kept.message, kept.trailers())

@@ -177,8 +177,9 @@ def test_compression(servers, stubs):
         assert dict(call.trailing_metadata()).get("x-gf-request-encoding") == "gzip"
         _, call = stub.Echo.with_call(req, timeout=5)
         assert "x-gf-request-encoding" not in dict(call.trailing_metadata())
-        with pytest.raises(ValueError):
-            stub.Echo(req, timeout=5, compression="brotli")
+        for bad in ("brotli", "", "gzip\0x"):
+            with pytest.raises(ValueError):
+                stub.Echo(req, timeout=5, compression=bad)
     with grpc_failover.Channel(plain.addr, compression=grpc.Compression.Gzip) as ch:
         _, call = pbg.EchoerStub(ch).Echo.with_call(req, timeout=5)
         assert dict(call.trailing_metadata()).get("x-gf-request-encoding") == "gzip"
