@@ -147,12 +147,25 @@ pub fn signal(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
+/// A loopback port nothing listens on now, for a process the test starts next (etcd's client
+/// and peer ports). Picked below Linux's ephemeral range (32768 and up), where the kernel never
+/// hands out ports by itself: a port from `bind(:0)` could be given again to a gf-testserver
+/// binding port 0 in a parallel test before etcd binds it. Never the same port twice in one
+/// test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let handed = handed.get_or_insert_with(HashSet::new);
+    for _ in 0..10_000 {
+        let port = 20_000 + fastrand::u16(..12_000);
+        if !handed.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
+            return port;
+        }
+    }
+    panic!("no free loopback port in 20000..32000");
 }
 
 /// An etcd member (or a single-node cluster) in a temporary data directory.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -51,10 +52,25 @@ def testserver_binary() -> str:
     return path
 
 
+_handed_out: set = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on now, for a process started next (etcd). Below Linux's
+    ephemeral range (32768 and up), where the kernel never hands out ports by itself, so a
+    gf-testserver binding port 0 cannot take it first; never the same one twice."""
+    for _ in range(10_000):
+        port = random.randrange(20_000, 32_000)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free loopback port in 20000..32000")
 
 
 def eventually(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> bool:

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -96,15 +98,34 @@ func (s *Server) Terminate() {
 	}
 }
 
-// FreePort is a loopback TCP port that was free a moment ago.
+var (
+	portsMu   sync.Mutex
+	handedOut = map[int]bool{}
+)
+
+// FreePort is a loopback TCP port nothing listens on now, for a process started next (etcd).
+// It is picked below Linux's ephemeral range (32768 and up), where the kernel never hands out
+// ports by itself, so a gf-testserver binding port 0 cannot take it first; never the same port
+// twice in one test process.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 10000 {
+		port := 20000 + rand.IntN(12000)
+		if handedOut[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		handedOut[port] = true
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port in 20000..32000")
+	return 0
 }
 
 // Etcd is a single-node etcd cluster.
