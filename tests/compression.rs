@@ -110,7 +110,12 @@ fn a_zip_bomb_is_refused_within_the_receive_limit() {
     assert!(r.response.iter().all(|&b| b == 0));
 
     let before = peak_rss_kib();
-    let err = block_on(c.invoke("/test.Svc/Zeros", Bytes::from("1024"), &opts())).unwrap_err();
+    // The server compresses the whole GiB first: allow a slow, busy machine its time.
+    let patient = CallOptions {
+        timeout: Some(Duration::from_secs(180)),
+        ..Default::default()
+    };
+    let err = block_on(c.invoke("/test.Svc/Zeros", Bytes::from("1024"), &patient)).unwrap_err();
     let grown_mib = (peak_rss_kib() - before) / 1024;
     assert_eq!(err.code, Code::ResourceExhausted, "{err}");
     assert!(err.message.contains("4194304"), "{err}");
