@@ -4,6 +4,7 @@
 // std::condition_variable. Runs against real gf-testserver processes; see tests/c/README.md.
 // Usage: test_api_cpp [case-name-substring...]
 #include "harness.h"
+#include "latch.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -117,40 +118,6 @@ struct Outcome {
     int32_t code = -1;
     std::string message;
     std::vector<uint8_t> response;
-};
-
-// Counts events and lets a thread wait for a number of them.
-class Latch {
-  public:
-    void add()
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        ++count_;
-        cv_.notify_all();
-    }
-    long count()
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        return count_;
-    }
-    bool wait_for(long n, std::chrono::milliseconds timeout)
-    {
-        std::unique_lock<std::mutex> lock(mu_);
-        return cv_.wait_for(lock, timeout, [&] { return count_ >= n; });
-    }
-    // Callbacks that must come: carrying on without them would free what they write to.
-    void wait_or_die(long n, const char *what)
-    {
-        if (!wait_for(n, std::chrono::milliseconds(long(g_gft_timeout_s) * 750))) {
-            gft_fatal("%s: %ld of %ld callbacks ran (lost callbacks or a deadlock)", what,
-                      count(), n);
-        }
-    }
-
-  private:
-    std::mutex mu_;
-    std::condition_variable cv_;
-    long count_ = 0;
 };
 
 // Async calls with any callable as the callback. The callable is moved to the heap, handed

@@ -4,6 +4,7 @@
 // Runs against real gf-testserver processes; see tests/c/README.md.
 // Usage: test_hpp [case-name-substring...]
 #include "harness.h"
+#include "latch.hpp"
 
 #include <grpc_failover.hpp>
 
@@ -50,32 +51,6 @@ template <class F> std::string expect_error(F &&f, gf::StatusCode want, const ch
     }
     return {};
 }
-
-// Counts events and lets a thread wait for a number of them.
-class Latch {
-  public:
-    void add()
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        ++count_;
-        cv_.notify_all();
-    }
-    long count()
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        return count_;
-    }
-    bool wait_for(long n, std::chrono::milliseconds timeout)
-    {
-        std::unique_lock<std::mutex> lock(mu_);
-        return cv_.wait_for(lock, timeout, [&] { return count_ >= n; });
-    }
-
-  private:
-    std::mutex mu_;
-    std::condition_variable cv_;
-    long count_ = 0;
-};
 
 void test_version_and_abi()
 {
