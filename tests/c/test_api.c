@@ -1372,7 +1372,7 @@ static void test_async_close_racing_connection_setup(void)
 typedef struct racer {
     gf_client *client;
     tally *async;
-    long sync_ok, sync_cancelled, sync_refused, async_started;
+    long sync_ok, sync_cancelled, sync_refused, async_refused, async_started;
     char other[256];
 } racer;
 
@@ -1391,6 +1391,7 @@ static void *racer_main(void *arg)
             }
             gf_string_free(err);
             if (rc == GF_FAILED_PRECONDITION) {
+                r->async_refused++;
                 return NULL;
             }
             continue;
@@ -1457,11 +1458,13 @@ static void test_shutdown_racing_calls(void)
             pthread_join(threads[i], NULL);
             CHECKF(!racers[i].other[0], "a call on a shut-down client: %s", racers[i].other);
             ok += racers[i].sync_ok;
-            refused += racers[i].sync_refused;
+            refused += racers[i].sync_refused + racers[i].async_refused;
             async_started += racers[i].async_started;
         }
         CHECKF(ok > 0, "calls succeeded before the shutdown (%ld)", ok);
-        CHECKF(refused >= 1, "every thread's last call was refused (%ld)", refused);
+        /* A thread stops at its first refused call, sync or async, and only then. */
+        CHECKF(refused == THREADS, "every thread's last call was refused (%ld of %d)", refused,
+               THREADS);
         /* Async calls complete exactly once each, even those cancelled by the shutdown. */
         latch_wait_or_die(&t.done, async_started, "async calls across gf_client_shutdown");
         gf_close(client);
