@@ -43,6 +43,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <optional>
 #include <stdexcept>
@@ -719,6 +720,89 @@ inline std::string_view version() noexcept { return gf_version(); }
 
 /** True when the loaded library implements the C ABI this header was written for. */
 inline bool abi_compatible() noexcept { return gf_abi_version() == GF_ABI_VERSION; }
+
+/** Log levels (the GF_LOG_* values): a level includes every more severe one. */
+enum class LogLevel : int32_t {
+    Off = GF_LOG_OFF,
+    Error = GF_LOG_ERROR,
+    Warn = GF_LOG_WARN,
+    Info = GF_LOG_INFO,
+    Debug = GF_LOG_DEBUG,
+    Trace = GF_LOG_TRACE,
+};
+
+/** Receives one log record: its level, the part of the library that logged (a Rust module path
+ *  such as "grpc_failover::balancer::subchannel") and the message, both valid only during the
+ *  call. Runs on the library's log thread (grpc_failover.h, `gf_log_callback`); it may block,
+ *  which holds up only later records. An exception it throws is swallowed (with the record).
+ *  The log thread is not joined at exit: reset the handler (`set_log_handler(level, {})`)
+ *  before `main` returns when it uses objects that static destructors tear down. */
+using LogHandler = std::function<void(LogLevel level, std::string_view target, std::string_view message)>;
+
+namespace detail {
+struct LogState {
+    std::mutex lock;
+    std::unique_ptr<LogHandler> current;
+};
+inline LogState &log_state()
+{
+    static LogState *state = new LogState(); // never destroyed: the log thread may outlive main
+    return *state;
+}
+inline thread_local bool in_log_handler = false;
+extern "C" inline void log_trampoline(void *user_data, int32_t level, const char *target,
+                                      const char *message) noexcept
+{
+    struct InHandler {
+        InHandler() noexcept { in_log_handler = true; }
+        ~InHandler() { in_log_handler = false; }
+    } in_handler;
+    try {
+        (*static_cast<LogHandler *>(user_data))(static_cast<LogLevel>(level), target, message);
+    } catch (...) { // must not unwind into the library; a throwing handler loses the record
+    }
+}
+} // namespace detail
+
+/** Routes the library's log records at `level` and more severe ones to `handler`, process-wide
+ *  (an empty handler: back to stderr, at `level`); `LogLevel::Off` turns them off. Replaces the
+ *  handler set before, and returns once that one no longer runs (it is then destroyed). Throws
+ *  `Error` INVALID_ARGUMENT for a level out of range, and FAILED_PRECONDITION when called from
+ *  inside a handler. Thread-safe; blocks only while a record is being handled. */
+inline void set_log_handler(LogLevel level, LogHandler handler)
+{
+    if (detail::in_log_handler) {
+        throw Error(Status(StatusCode::FAILED_PRECONDITION,
+                           "set_log_handler cannot be called from inside a log handler"));
+    }
+    std::unique_ptr<LogHandler> next;
+    if (handler) {
+        next = std::make_unique<LogHandler>(std::move(handler));
+    }
+    detail::LogState &state = detail::log_state();
+    std::lock_guard<std::mutex> guard(state.lock);
+    char *err = nullptr;
+    const int32_t rc = gf_set_log_callback(static_cast<int32_t>(level),
+                                           next ? detail::log_trampoline : nullptr, next.get(),
+                                           &err);
+    Status status = detail::status_of(rc, err);
+    if (!status.ok()) {
+        throw Error(std::move(status));
+    }
+    state.current = std::move(next); // the old handler is not running any more: freed here
+}
+
+/** Sets the most detailed level the library logs, to stderr or the handler alike. Throws
+ *  `Error` INVALID_ARGUMENT for a level out of range. Never blocks; thread-safe. */
+inline void set_log_level(LogLevel level)
+{
+    char *err = nullptr;
+    const int32_t rc = gf_set_log_level(static_cast<int32_t>(level), &err);
+    Status status = detail::status_of(rc, err);
+    if (!status.ok()) {
+        throw Error(std::move(status));
+    }
+}
 
 } // namespace grpc_failover
 

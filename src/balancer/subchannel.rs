@@ -357,6 +357,11 @@ impl Subchannel {
             // Read at each attempt: a record's new server_name applies from the next
             // connection on.
             let server_name = crate::resolver::server_name_of(&self.metadata());
+            log::debug!(
+                "subchannel {}: connecting (attempt timeout {} ms)",
+                self.addr,
+                attempt_timeout.as_millis()
+            );
             let attempt = tokio::time::timeout(
                 attempt_timeout,
                 transport::connect(&self.addr, &transport, server_name.as_deref()),
@@ -408,10 +413,15 @@ impl Subchannel {
                     self.set_state(State::Idle, &*on_change);
                 }
                 Err(e) => {
+                    let delay = backoff.next_delay();
+                    log::debug!(
+                        "subchannel {}: {e}; next attempt in {} ms",
+                        self.addr,
+                        delay.as_millis()
+                    );
                     self.set_last_error(e);
                     self.failed_since_ready.store(true, Ordering::Release);
                     self.set_state(State::TransientFailure, &*on_change);
-                    let delay = backoff.next_delay();
                     tokio::select! {
                         _ = self.shutdown.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}

@@ -5,7 +5,8 @@
 //! `client.rs` (gf_client, with the blocking calls gf_invoke and gf_invoke_ex, whose outcome goes
 //! straight back to the caller), `call.rs` (gf_call: the callback calls gf_invoke_async[_ex],
 //! which hand one back), `call_options.rs`, `result.rs`, `queue.rs` (gf_queue, with the calls
-//! whose outcome goes to a queue: gf_invoke_queued[_ex]) and `registration.rs`. This file keeps
+//! whose outcome goes to a queue: gf_invoke_queued[_ex]), `registration.rs` and `logging.rs`
+//! (where log records go: gf_set_log_callback, gf_set_log_level). This file keeps
 //! what they share: the panic boundary (`ffi_fn!`), the status codes, gf_bytes, strings, the
 //! argument readers, and the library-wide functions (version, worker threads).
 
@@ -41,6 +42,7 @@ macro_rules! ffi_fn {
 mod call;
 mod call_options;
 mod client;
+mod logging;
 mod queue;
 mod registration;
 mod result;
@@ -48,7 +50,9 @@ mod result;
 // The exported functions and types as Rust paths too (the public ones; what the submodules
 // share among themselves stays theirs). The fuzz targets call the C ABI through these, so
 // the compiler checks their calls against the real signatures.
-pub use self::{call::*, call_options::*, client::*, queue::*, registration::*, result::*};
+pub use self::{
+    call::*, call_options::*, client::*, logging::*, queue::*, registration::*, result::*,
+};
 
 use std::ffi::{c_char, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -2271,6 +2271,142 @@ static void test_tls(void)
     CHECKF(client == NULL, "client_out written on failure");
 }
 
+/* Log records to a callback (issue 20): the DEBUG records of a failing call's connection
+ * attempts arrive on the log thread; a callback may call the library, even
+ * gf_set_log_callback; once gf_set_log_callback returns, the old callback is never called. */
+typedef struct log_sink {
+    pthread_mutex_t lock;
+    char want[64];
+    int seen;          /* records naming `want` */
+    int levels_ok;     /* every record had a level in range and a grpc_failover target */
+    int calls_after;   /* calls after gf_set_log_callback replaced this sink */
+    int replaced;
+    int reset_inside;  /* the callback calls gf_set_log_callback itself (NULL: stderr) */
+    int reset_rc;
+    int level_rc;
+    pthread_t caller;
+    int on_caller_thread;
+} log_sink;
+
+static void log_record(void *user_data, int32_t level, const char *target, const char *message)
+{
+    log_sink *s = user_data;
+    pthread_mutex_lock(&s->lock);
+    if (s->replaced) {
+        s->calls_after++;
+    }
+    /* Records of the TLS stack (target "rustls::...") may come too; ours name the library. */
+    if (level < GF_LOG_ERROR || level > GF_LOG_TRACE ||
+        (strstr(message, s->want) != NULL && strncmp(target, "grpc_failover::", 15) != 0)) {
+        s->levels_ok = 0;
+    }
+    if (pthread_equal(pthread_self(), s->caller)) {
+        s->on_caller_thread = 1;
+    }
+    int first = 0;
+    if (strstr(message, s->want) != NULL) {
+        s->seen++;
+        first = s->seen == 1;
+    }
+    pthread_mutex_unlock(&s->lock);
+    /* Library calls from inside the callback: neither may wait for this very callback. Once
+     * only: the main thread lowers the level later, and this must not raise it again. */
+    if (first) {
+        s->level_rc = gf_set_log_level(GF_LOG_DEBUG, NULL);
+    }
+    if (first && s->reset_inside) {
+        int rc = gf_set_log_callback(GF_LOG_WARN, NULL, NULL, NULL);
+        pthread_mutex_lock(&s->lock);
+        s->reset_rc = rc;
+        s->replaced = 1;
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+static int log_seen(log_sink *s)
+{
+    pthread_mutex_lock(&s->lock);
+    int n = s->seen;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
+static void failing_call_to(const char *addr)
+{
+    gf_client *client = connect_to(addr);
+    gf_bytes resp = {0};
+    char *err = NULL;
+    int32_t rc = gf_invoke(client, ECHO, NULL, 0, 300, &resp, &err);
+    CHECKF(rc == GF_UNAVAILABLE || rc == GF_DEADLINE_EXCEEDED, "call to %s: %s %s", addr,
+           gft_code_name(rc), err ? err : "");
+    gf_string_free(err);
+    gf_close(client);
+}
+
+static void test_log_callback(void)
+{
+    char *err = NULL;
+    CHECK_BAD_ARG(gf_set_log_callback(6, log_record, NULL, &err), err, "not a log level");
+    CHECK_BAD_ARG(gf_set_log_callback(-1, NULL, NULL, &err), err, "not a log level");
+    CHECK_BAD_ARG(gf_set_log_level(6, &err), err, "not a log level");
+
+    log_sink s;
+    memset(&s, 0, sizeof s);
+    pthread_mutex_init(&s.lock, NULL);
+    s.levels_ok = 1;
+    s.caller = pthread_self();
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", gft_closed_port());
+    snprintf(s.want, sizeof s.want, "subchannel %s: connecting", addr);
+    CHECK_CODE(gf_set_log_callback(GF_LOG_DEBUG, log_record, &s, &err), GF_OK, err);
+    failing_call_to(addr);
+    int64_t deadline = gft_now_ms() + gft_scaled(10000);
+    while (log_seen(&s) == 0 && gft_now_ms() < deadline) {
+        gft_sleep_ms(10);
+    }
+    CHECKF(log_seen(&s) > 0, "no record \"%s\" reached the callback", s.want);
+    CHECK_CODE(s.level_rc, GF_OK, "gf_set_log_level inside the callback");
+    /* Back to stderr: from here on the callback must not run, and s may go. */
+    CHECK_CODE(gf_set_log_callback(GF_LOG_WARN, NULL, NULL, &err), GF_OK, err);
+    pthread_mutex_lock(&s.lock);
+    s.replaced = 1;
+    pthread_mutex_unlock(&s.lock);
+    failing_call_to(addr);
+    gft_sleep_ms(100);
+    pthread_mutex_lock(&s.lock);
+    CHECKF(s.calls_after == 0, "%d calls of a replaced callback", s.calls_after);
+    CHECKF(s.levels_ok, "a record with a bad level or target");
+    CHECKF(!s.on_caller_thread, "a record was delivered on the thread that logged");
+    pthread_mutex_unlock(&s.lock);
+
+    /* A callback that replaces itself from inside returns at once (it cannot wait for its own
+     * call to end). */
+    log_sink r;
+    memset(&r, 0, sizeof r);
+    pthread_mutex_init(&r.lock, NULL);
+    r.levels_ok = 1;
+    r.reset_inside = 1;
+    r.reset_rc = -1;
+    r.caller = pthread_self();
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", gft_closed_port());
+    snprintf(r.want, sizeof r.want, "subchannel %s: connecting", addr);
+    CHECK_CODE(gf_set_log_callback(GF_LOG_DEBUG, log_record, &r, &err), GF_OK, err);
+    failing_call_to(addr);
+    deadline = gft_now_ms() + gft_scaled(10000);
+    int done = 0;
+    while (!done && gft_now_ms() < deadline) {
+        pthread_mutex_lock(&r.lock);
+        done = r.reset_rc != -1;
+        pthread_mutex_unlock(&r.lock);
+        gft_sleep_ms(10);
+    }
+    CHECK_CODE(r.reset_rc, GF_OK, "gf_set_log_callback inside the callback");
+    /* Waits for the callback's own call to return before r goes out of scope. */
+    CHECK_CODE(gf_set_log_callback(GF_LOG_WARN, NULL, NULL, &err), GF_OK, err);
+    pthread_mutex_destroy(&r.lock);
+    pthread_mutex_destroy(&s.lock);
+}
+
 int main(int argc, char **argv)
 {
     gft_init();
@@ -2324,5 +2460,6 @@ int main(int argc, char **argv)
     gft_run("queue_wait", test_queue_wait, argc, argv);
     gft_run("worker_threads", test_worker_threads, argc, argv);
     gft_run("tls", test_tls, argc, argv);
+    gft_run("log_callback", test_log_callback, argc, argv);
     return gft_finish("test_api_c");
 }

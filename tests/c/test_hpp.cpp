@@ -456,6 +456,68 @@ void test_registration_errors()
     CHECK(r.deregister().ok()); // an empty one
 }
 
+// set_log_handler: a failing call's DEBUG records reach the handler on the log thread; a
+// handler cannot replace itself; once replaced it never runs again.
+void test_log_handler()
+{
+    struct Seen {
+        std::mutex lock;
+        std::vector<std::string> messages;
+        bool bad_level = false, on_caller = false, inside_threw = false;
+    };
+    auto seen = std::make_shared<Seen>();
+    const std::thread::id caller = std::this_thread::get_id();
+    const std::string addr = "127.0.0.1:" + std::to_string(gft_closed_port());
+    const std::string want = "subchannel " + addr + ": connecting";
+    gf::set_log_handler(gf::LogLevel::Debug, [seen, caller, want](gf::LogLevel level, std::string_view target,
+                                                                  std::string_view message) {
+        bool first = false;
+        {
+            std::lock_guard<std::mutex> g(seen->lock);
+            const bool ours = message.find(want) != std::string_view::npos;
+            seen->bad_level = seen->bad_level || level < gf::LogLevel::Error || level > gf::LogLevel::Trace ||
+                              (ours && target.substr(0, 15) != "grpc_failover::");
+            seen->on_caller = seen->on_caller || std::this_thread::get_id() == caller;
+            first = message.find(want) != std::string_view::npos && seen->messages.empty();
+            if (message.find(want) != std::string_view::npos) {
+                seen->messages.emplace_back(message);
+            }
+        }
+        if (first) {
+            try {
+                gf::set_log_handler(gf::LogLevel::Warn, {});
+            } catch (const gf::Error &e) {
+                std::lock_guard<std::mutex> g(seen->lock);
+                seen->inside_threw = e.code() == gf::StatusCode::FAILED_PRECONDITION;
+            }
+        }
+    });
+    {
+        gf::Client c(static_target(addr), R"({"connect_backoff": {"base_delay_ms": 50}})");
+        gf::Result r = c.try_call(kEcho, "x", gf::CallOptions().set_timeout(300ms));
+        CHECKF(!r.ok(), "a call to a closed port succeeded");
+        const int64_t deadline = gft_now_ms() + gft_scaled(10000);
+        for (;;) {
+            {
+                std::lock_guard<std::mutex> g(seen->lock);
+                if (!seen->messages.empty() || gft_now_ms() > deadline) {
+                    break;
+                }
+            }
+            gft_sleep_ms(10);
+        }
+    }
+    gf::set_log_handler(gf::LogLevel::Warn, {}); // stderr again; the handler is destroyed
+    std::lock_guard<std::mutex> g(seen->lock);
+    CHECKF(!seen->messages.empty(), "no record \"%s\" reached the handler", want.c_str());
+    CHECK(seen->inside_threw);
+    CHECK(!seen->bad_level);
+    CHECK(!seen->on_caller);
+    expect_error([] { gf::set_log_level(static_cast<gf::LogLevel>(9)); }, gf::StatusCode::INVALID_ARGUMENT,
+                 "log level 9");
+    gf::set_log_level(gf::LogLevel::Warn);
+}
+
 } // namespace
 
 int main(int argc, char **argv)
@@ -484,6 +546,7 @@ int main(int argc, char **argv)
         {"shutdown_racing_calls", test_shutdown_racing_calls},
         {"failover_one_of_three_killed", test_failover_one_of_three_killed},
         {"registration_errors", test_registration_errors},
+        {"log_handler", test_log_handler},
     };
     for (const auto &c : cases) {
         gft_run(c.first, c.second, argc, argv);
