@@ -1,6 +1,7 @@
 package grpcfailover
 
-// No Go code runs on a library thread, so a library thread never waits for the Go scheduler. A
+// No Go code runs on a library thread, so a library thread never waits for the Go scheduler
+// (the one exception is the log thread, which exists to wait for its callback: log.go). A
 // call's caller waits in one of two ways:
 // - alone in flight, blocked in C on its own thread (gfgo_wait, which is gf_queue_wait: the
 //   library wakes the thread when the outcome arrives, spinning first as its blocking calls do);
@@ -147,8 +148,10 @@ var runtimeConfigured sync.Once
 // configureRuntime asks the library for half as many worker threads as there are CPUs (at
 // least 1, at most 4), before its runtime starts: in a Go program, Go's own threads run the
 // callers (README, "Threads and memory"). GF_WORKER_THREADS, when set, wins. Does nothing when
-// the runtime already runs (started by another user of the library in this process).
+// the runtime already runs (started by another user of the library in this process). Then
+// routes the library's logs to slog at the logger's current level (log.go), at every call.
 func configureRuntime() {
+	defer routeLogs(false)
 	runtimeConfigured.Do(func() {
 		n := min(max(runtime.NumCPU()/2, 1), 4)
 		// 9 FAILED_PRECONDITION when the runtime already runs: its count stays.

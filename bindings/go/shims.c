@@ -3,6 +3,8 @@
 
 #include <stdio.h>
 
+#include "_cgo_export.h"
+
 // The dispatcher's completion queue, and the one a caller alone in flight waits on.
 static gf_queue *gfgo_queue;
 static gf_queue *gfgo_solo_queue;
@@ -140,4 +142,14 @@ gfgo_status gfgo_deregister(gf_registration *registration) {
 	gfgo_status s = {0, NULL};
 	s.code = gf_deregister(registration, &s.error);
 	return s;
+}
+
+// The library calls this on its log thread; the strings stay the library's.
+static void gfgo_log(void *user_data, int32_t level, const char *target, const char *message) {
+	(void)user_data;
+	gfgoLog(level, (char *)target, (char *)message);
+}
+
+int32_t gfgo_route_logs(int32_t level) {
+	return gf_set_log_callback(level, gfgo_log, NULL, NULL);
 }

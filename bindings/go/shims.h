@@ -103,4 +103,8 @@ typedef struct {
 
 gfgo_status gfgo_deregister(gf_registration *registration);
 
+// Routes the library's log records, at level and above, to the Go function gfgoLog (log.go).
+// Returns gf_set_log_callback's code.
+int32_t gfgo_route_logs(int32_t level);
+
 #endif

@@ -7,10 +7,12 @@ retries and hedging, on raw bytes.
         reply = c.invoke("/UserService/GetById", b"...", timeout=1.0)
 
 The work happens in the native grpc-failover library, loaded with ctypes from the copy bundled
-at install time, or from the path in ``GF_LIBRARY``.
+at install time, or from the path in ``GF_LIBRARY``. Its log records go to the ``logging``
+logger ``grpc_failover``, at that logger's level.
 """
 
 from ._ffi import library_path, version as library_version
+from . import _log
 from ._client import Client, Response
 from ._registration import Registration, register
 from ._status import FailedPreconditionError, InvalidArgumentError, RpcError, StatusCode
@@ -32,6 +34,9 @@ def __getattr__(name: str) -> object:
 
 __version__: str = library_version()
 """The version of the loaded native library."""
+
+# The library's log records go to logging.getLogger("grpc_failover") (see _log).
+_log.sync_level()
 
 __all__ = [
     "Channel",

@@ -15,7 +15,7 @@ import weakref
 from ctypes import byref, c_size_t, c_void_p, string_at
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Union
 
-from . import _args
+from . import _args, _log
 from ._args import MetadataArg
 from ._ffi import RESULT_CALLBACK, Completion, fast, lib, take_string
 from ._status import FailedPreconditionError, Metadata, RpcError, StatusCode, rejected
@@ -444,6 +444,7 @@ class Client:
             keepalive_timeout=keepalive_timeout,
             options=options,
         )
+        _log.sync_level()
         handle, error = c_void_p(), c_void_p()
         code = lib.gf_connect(encoded_target, options_json, byref(handle), byref(error))
         if code != 0 or not handle.value:

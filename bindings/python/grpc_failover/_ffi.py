@@ -88,6 +88,10 @@ _out_ptr = POINTER(c_void_p)
 #: ``gf_result_callback``: ``void (*)(void *user_data, gf_result *result)``.
 RESULT_CALLBACK = CFUNCTYPE(None, c_void_p, c_void_p)
 
+#: ``gf_log_callback``: ``void (*)(void *user_data, int32_t level, const char *target,
+#: const char *message)``; the strings arrive as bytes.
+LOG_CALLBACK = CFUNCTYPE(None, c_void_p, c_int32, c_char_p, c_char_p)
+
 
 class Completion(ctypes.Structure):
     """``gf_completion``: a finished queued call's tag and result (owned by the reader)."""
@@ -105,6 +109,8 @@ _BLOCKING = {
         c_int32,
     ),
     "gf_deregister": ([c_void_p, _out_ptr], c_int32),
+    # Waits for a log callback that may be waiting for the GIL.
+    "gf_set_log_callback": ([c_int32, LOG_CALLBACK, c_void_p, _out_ptr], c_int32),
 }
 
 _NON_BLOCKING = {
@@ -113,6 +119,7 @@ _NON_BLOCKING = {
     "gf_client_shutdown": ([c_void_p], None),
     "gf_close": ([c_void_p], None),
     "gf_client_stats": ([c_void_p, _out_ptr, _out_ptr], c_int32),
+    "gf_set_log_level": ([c_int32, _out_ptr], c_int32),
     "gf_call_options_new": ([], c_void_p),
     "gf_call_options_free": ([c_void_p], None),
     "gf_call_options_set_timeout_ms": ([c_void_p, c_uint32], None),

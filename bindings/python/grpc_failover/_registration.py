@@ -8,7 +8,7 @@ import weakref
 from ctypes import byref, c_void_p
 from typing import Any, Dict, Optional, Sequence, Union
 
-from . import _args
+from . import _args, _log
 from ._ffi import lib, take_string
 from ._status import RpcError, StatusCode, rejected
 
@@ -70,6 +70,7 @@ class Registration:
         etcd_options = _args.etcd_options(etcd, username, password, etcd_dial_timeout, etcd_tls)
         options = json.dumps({"etcd": etcd_options}).encode() if etcd_options else None
         handle, error = c_void_p(), c_void_p()
+        _log.sync_level()
         code = lib.gf_register(options, p, a, md, seconds, byref(handle), byref(error))
         message = take_string(error.value)
         if code != 0 or not handle.value:

@@ -83,7 +83,8 @@ def allowed(ctype: str, callbacks: Dict[str, Tuple[List[str], str]], *, result: 
     if ctype in _SCALARS:
         return {_SCALARS[ctype]}
     if ctype in callbacks:
-        return {_ffi.RESULT_CALLBACK} if ctype == "gf_result_callback" else set()
+        known = {"gf_result_callback": _ffi.RESULT_CALLBACK, "gf_log_callback": _ffi.LOG_CALLBACK}
+        return {known[ctype]} if ctype in known else set()
     if ctype.endswith("**"):
         # Out-pointers for pointers the library writes: read back as integers.
         return {POINTER(c_void_p)}
