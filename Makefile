@@ -10,7 +10,7 @@ export GF_LIBRARY := $(LIB_DIR)/libgrpc_failover.so
 export GF_TESTSERVER := $(LIB_DIR)/gf-testserver
 export GF_INCLUDE := $(CURDIR)/include
 
-.PHONY: all deps build check-header test test-rust test-faults test-c test-chaos test-examples test-python test-go test-fuzz test-miri fuzz demo bench install uninstall clean lint
+.PHONY: all deps build wheel test-wheel test-sdist check-header test test-rust test-faults test-c test-chaos test-examples test-python test-go test-fuzz test-miri fuzz demo bench install uninstall clean lint
 
 all: build
 
@@ -29,7 +29,7 @@ lint: build
 	$(CARGO) fmt --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
-test: check-header lint test-rust test-c test-chaos test-examples test-python test-go test-fuzz test-miri
+test: check-header lint test-rust test-c test-chaos test-examples test-python test-wheel test-go test-fuzz test-miri
 	@echo "all test suites passed"
 
 test-rust: build
@@ -54,6 +54,20 @@ test-python: build
 
 test-go: build
 	bash bindings/go/run_tests.sh
+
+# The Python package as an index serves it (scripts/wheel.sh): the manylinux wheel and the sdist
+# in dist/.
+wheel: build
+	bash scripts/wheel.sh dist
+
+# The wheel installed into a fresh venv outside the checkout, a call made with no environment.
+test-wheel: wheel
+	bash tests/wheel/run.sh wheel dist
+
+# The sdist built from source by pip in a fresh venv (a full cargo build: minutes; not part of
+# `make test`).
+test-sdist: wheel
+	bash tests/wheel/run.sh sdist dist
 
 # Each fuzz target (fuzz/README.md) for FUZZ_SECONDS under libFuzzer + ASan; needs nightly
 # and cargo-fuzz. FUZZ_TARGETS picks some. New inputs stay in fuzz/corpus.

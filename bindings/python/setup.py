@@ -1,9 +1,16 @@
-"""Bundles the native library into the package at build time.
+"""Bundles the native library into the package at build time, stripped.
 
-The library is taken from ``GF_LIBRARY`` when set, else from ``target/release`` of the
-checkout this directory belongs to; when it is not built yet, ``cargo build --release --lib``
-builds it first. The wheel holds the library and no compiled Python code, so it is tagged
-``py3-none-<platform>``. Importing the package needs no compiler.
+Where the library comes from, first match wins:
+
+1. ``GF_LIBRARY``, a built library;
+2. ``native/`` beside this file: the crate's sources (``cargo package`` of the checkout), which
+   the sdist carries; built here with ``cargo build --release --lib --locked`` (needs cargo);
+3. ``target/release`` of the checkout this directory belongs to (``make build``); when it is
+   not built yet, ``cargo build --release --lib`` builds it first.
+
+The wheel holds the library and no compiled Python code, so it is tagged ``py3-none-<platform>``;
+``make wheel`` (scripts/wheel.sh) retags it manylinux with auditwheel. Importing the package needs
+no compiler.
 """
 
 import os
@@ -11,10 +18,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
+from setuptools.command.sdist import sdist
 from setuptools.dist import Distribution
 
 try:
@@ -24,6 +34,7 @@ except ImportError:  # setuptools < 70.1
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
+NATIVE = HERE / "native"
 
 if sys.platform == "darwin":
     LIB_NAME = "libgrpc_failover.dylib"
@@ -34,12 +45,24 @@ else:
 
 
 def crate_version() -> str:
-    cargo = REPO / "Cargo.toml"
-    if cargo.is_file():
-        match = re.search(r'^version\s*=\s*"([^"]+)"', cargo.read_text(), re.MULTILINE)
-        if match:
-            return match.group(1)
+    for cargo in (NATIVE / "Cargo.toml", REPO / "Cargo.toml"):
+        if cargo.is_file():
+            match = re.search(r'^version\s*=\s*"([^"]+)"', cargo.read_text(), re.MULTILINE)
+            if match:
+                return match.group(1)
     return "0.0.0"
+
+
+def cargo_build(crate: Path, *extra: str) -> Path:
+    """Builds the crate's library in release mode; returns the library's path."""
+    cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or crate / "target")
+    print(f"grpc-failover: building the native library in {crate} (cargo build --release --lib)")
+    try:
+        subprocess.check_call([cargo, "build", "--release", "--lib", *extra], cwd=crate)
+    except FileNotFoundError:
+        sys.exit("grpc-failover: building from source needs cargo (https://rustup.rs)")
+    return target / "release" / LIB_NAME
 
 
 def native_library() -> Path:
@@ -49,16 +72,28 @@ def native_library() -> Path:
         if not path.is_file():
             sys.exit(f"grpc-failover: GF_LIBRARY={env} is not a file")
         return path
+    if (NATIVE / "Cargo.toml").is_file():
+        # The client library only: gf-testserver's server dependencies are not built.
+        return cargo_build(NATIVE, "--locked", "--no-default-features", "--features", "mimalloc")
     built = REPO / "target" / "release" / LIB_NAME
     if not built.is_file():
         if not (REPO / "Cargo.toml").is_file():
             sys.exit(
-                f"grpc-failover: {built} not found and no checkout to build it from; "
+                f"grpc-failover: {built} not found and no sources to build it from; "
                 "set GF_LIBRARY to a built library"
             )
-        print("grpc-failover: building the native library (cargo build --release --lib)")
-        subprocess.check_call(["cargo", "build", "--release", "--lib"], cwd=REPO)
+        return cargo_build(REPO)
     return built
+
+
+def strip(path: Path) -> None:
+    """Drops the debug information and local symbols (the checkout's build keeps them for
+    backtraces and valgrind; an installed package does not need them)."""
+    tool = shutil.which("strip")
+    if tool is None or sys.platform == "darwin":
+        print("grpc-failover: no strip; the bundled library keeps its debug information")
+        return
+    subprocess.check_call([tool, "--strip-unneeded", str(path)])
 
 
 class BuildPyWithLibrary(build_py):
@@ -67,6 +102,38 @@ class BuildPyWithLibrary(build_py):
         dest = Path(self.build_lib) / "grpc_failover" / "_lib"
         dest.mkdir(parents=True, exist_ok=True)
         shutil.copy2(native_library(), dest / LIB_NAME)
+        strip(dest / LIB_NAME)
+
+
+class SdistWithSources(sdist):
+    """Puts the crate (as ``cargo package`` lists it: sources, Cargo.toml, Cargo.lock, build.rs,
+    the headers) under native/, so that the sdist builds the library with nothing else."""
+
+    def make_release_tree(self, base_dir, files):
+        super().make_release_tree(base_dir, files)
+        native = Path(base_dir) / "native"
+        if native.exists():
+            shutil.rmtree(native)
+        if (NATIVE / "Cargo.toml").is_file():
+            # An sdist made from an sdist: the sources are already here.
+            shutil.copytree(NATIVE, native, ignore=shutil.ignore_patterns("target"))
+            return
+        if not (REPO / "Cargo.toml").is_file():
+            sys.exit("grpc-failover: an sdist needs the crate's sources (a checkout)")
+        cargo = shutil.which("cargo") or str(Path.home() / ".cargo" / "bin" / "cargo")
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.check_call(
+                [cargo, "package", "--no-verify", "--allow-dirty", "--target-dir", tmp],
+                cwd=REPO,
+            )
+            crate = next((Path(tmp) / "package").glob("*.crate"))
+            with tarfile.open(crate) as tar:
+                try:
+                    tar.extractall(tmp, filter="data")
+                except TypeError:  # Python without extraction filters (before 3.8.17)
+                    tar.extractall(tmp)
+            unpacked = Path(tmp) / crate.name[: -len(".crate")]
+            shutil.copytree(unpacked, native)
 
 
 class BinaryDistribution(Distribution):
@@ -87,5 +154,9 @@ class PlatformWheel(bdist_wheel):
 setup(
     version=crate_version(),
     distclass=BinaryDistribution,
-    cmdclass={"build_py": BuildPyWithLibrary, "bdist_wheel": PlatformWheel},
+    cmdclass={
+        "build_py": BuildPyWithLibrary,
+        "bdist_wheel": PlatformWheel,
+        "sdist": SdistWithSources,
+    },
 )
