@@ -72,6 +72,39 @@ print(f"Target: ratio >= 0.95 at both concurrencies: best runs {verdict(best_rat
 PY
 } | tee "$PARTS/c_abi.md"
 
+echo "== metrics on vs off (C ABI, 64-byte Echo)"
+{
+    echo "## Metrics on vs off"
+    echo
+    echo "The C ABI row above, with the client's metrics on (the default: gRFC A66 histograms and counters recorded per call and per attempt) and off (\`\"metrics\": {\"enabled\": false}\`), against the same gf-testserver. The two take turns, ${REPEAT} runs of ${SECONDS_PER_ROW} s each per row; medians."
+    echo
+    echo "| concurrency | on calls/s | on p99 | off calls/s | off p99 | ratio of medians on/off | all runs on / off (calls/s) |"
+    echo "|---|---|---|---|---|---|---|"
+    runs=()
+    for n in 1 32; do
+        for _ in $(seq "$REPEAT"); do
+            runs+=("on $("$LIB/gf-cbench" sync "static:///$ADDR" "$n" "$SECONDS_PER_ROW")")
+            runs+=("off $("$LIB/gf-cbench" sync "static:///$ADDR" "$n" "$SECONDS_PER_ROW" '{"metrics": {"enabled": false}}')")
+        done
+    done
+    python3 - "${runs[@]}" <<'PY'
+import json, statistics, sys
+runs = [(r.split(" ", 1)[0], json.loads(r.split(" ", 1)[1])) for r in sys.argv[1:]]
+ratios = []
+for n in (1, 32):
+    sides = [[r for k, r in runs if k == key and r["concurrency"] == n] for key in ("on", "off")]
+    med = [sorted(side, key=lambda r: r["calls_per_s"])[len(side) // 2] for side in sides]
+    ratio = statistics.median(r["calls_per_s"] for r in sides[0]) / statistics.median(r["calls_per_s"] for r in sides[1])
+    ratios.append(ratio)
+    every = " / ".join(", ".join(f"{r['calls_per_s']:.0f}" for r in side) for side in sides)
+    on, off = med
+    print(f"| {n} | {on['calls_per_s']:.0f} | {on['p99_us']} µs | {off['calls_per_s']:.0f} | {off['p99_us']} µs | {ratio:.3f} | {every} |")
+print()
+verdict = "met" if min(ratios) >= 0.97 else f"not met (lowest {min(ratios):.3f})"
+print(f"Target: metrics cost <= 3% calls/s (ratio >= 0.97) at both concurrencies: {verdict}.")
+PY
+} | tee "$PARTS/metrics.md"
+
 echo "== TLS: C ABI vs tonic, both over TLS (64-byte Echo, one gf-testserver)"
 CERTS=$(mktemp -d)
 bash scripts/test-certs.sh "$CERTS"

@@ -455,6 +455,32 @@ int32_t gf_client_stats(struct gf_client *client,
                         char **error_out);
 
 /**
+ * Writes the client's metrics, in the Prometheus text exposition format (version 0.0.4), to
+ * `*text_out`, for a scrape endpoint of the host's:
+ *
+ * - the gRFC A66 client metrics as the OpenTelemetry Prometheus exporter names them:
+ *   `grpc_client_attempt_started_total`, `grpc_client_attempt_duration_seconds`,
+ *   `grpc_client_attempt_sent_total_compressed_message_size_bytes`,
+ *   `grpc_client_attempt_rcvd_total_compressed_message_size_bytes` and
+ *   `grpc_client_call_duration_seconds` (histograms with A66's bucket bounds), labelled
+ *   `grpc_method`, `grpc_target` and `grpc_status`. `grpc_method` is the method's name only for
+ *   the methods listed in options_json's `metrics.methods`, `other` for the rest (A66), so the
+ *   number of series stays bounded. Absent when `metrics.enabled` is false.
+ * - the library's own, `grpc_failover_`: calls, calls_failed, attempts, retries,
+ *   transparent_retries, hedges and throttled_retries (`_total` counters, label
+ *   `grpc_target`), and per instance (label `instance`, its address) picks, failures,
+ *   in-flight attempts, ejections, whether it is ejected, and its connection state.
+ *
+ * `text_out` is required; on 0 it receives a string the caller frees with `gf_string_free`;
+ * untouched otherwise. `error_out` as in `gf_connect`. Returns 0, 3 INVALID_ARGUMENT for a NULL
+ * argument, or 9 FAILED_PRECONDITION after `gf_client_shutdown`. Never blocks (it reads
+ * counters; the calls keep recording meanwhile). Thread-safe.
+ */
+int32_t gf_client_metrics(struct gf_client *client,
+                          char **text_out,
+                          char **error_out);
+
+/**
  * Routes the library's log records to `callback` (process-wide: one callback for every
  * client), with records at `level` and more severe ones delivered; `level` GF_LOG_OFF turns
  * them off. A NULL `callback` routes records back to stderr, at `level`. Replaces any

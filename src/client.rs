@@ -16,6 +16,7 @@ use crate::balancer::subchannel::ConnectConfig;
 use crate::balancer::{outlier, Balancer};
 use crate::config::{CallPolicy, Compression, Options, Policy};
 use crate::metadata::{self, Metadata};
+use crate::metrics::Metrics;
 use crate::resolver::{self, Endpoint};
 use crate::retry::throttle::Throttle;
 use crate::retry::{CallAttempts, CallCounters};
@@ -98,6 +99,8 @@ struct Inner {
     balancer: Balancer,
     throttle: Option<Throttle>,
     counters: CallCounters,
+    /// The A66 metrics (None when `metrics.enabled` is false).
+    metrics: Option<Metrics>,
     closed: CancellationToken,
     /// Set (before `closed` is cancelled) when the client closes: what calls check on their way,
     /// without the token's mutex, which every call of the client shares.
@@ -177,6 +180,9 @@ impl Client {
                 );
             }
         }
+        let metrics = options
+            .metrics_enabled
+            .then(|| Metrics::new(target, &options.metrics_methods));
         Ok(Client {
             inner: Arc::new(Inner {
                 target: target.to_string(),
@@ -184,6 +190,7 @@ impl Client {
                 balancer,
                 throttle,
                 counters: CallCounters::default(),
+                metrics,
                 closed,
                 is_closed: AtomicBool::new(false),
             }),
@@ -245,6 +252,10 @@ impl Client {
     ) -> CallResult {
         let inner = &*self.inner;
         inner.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let started = inner
+            .metrics
+            .as_ref()
+            .map(|m| (m, m.label(method), std::time::Instant::now()));
         // No token: a future that never completes (no token to allocate on every call).
         let cancelled = async {
             match cancel {
@@ -269,6 +280,9 @@ impl Client {
         }
         if result.status.code != tonic::Code::Ok {
             inner.counters.calls_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some((metrics, label, t0)) = started {
+            metrics.call_ended(label, result.status.code, t0.elapsed());
         }
         result
     }
@@ -367,6 +381,7 @@ impl Client {
             wait_for_ready,
             throttle: inner.throttle.as_ref(),
             counters: &inner.counters,
+            metrics: inner.metrics.as_ref().map(|m| (m, m.label(method))),
         };
         let cap = inner.options.max_attempts_cap;
         let work = async {
@@ -415,6 +430,119 @@ impl Client {
             out.extend(lb);
         }
         v
+    }
+
+    /// The client's metrics in the Prometheus text format: the gRFC A66 families (unless
+    /// `metrics.enabled` is false), then the library's own, prefixed `grpc_failover_`: calls,
+    /// attempts, retries, transparent retries, hedges and throttled retries, and per instance
+    /// its picks, failures, calls in flight, ejections and connection state.
+    pub fn metrics_text(&self) -> String {
+        use crate::metrics::{escape, family};
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        if let Some(m) = &self.inner.metrics {
+            m.write_text(&mut out);
+        }
+        let target = escape(&self.inner.target);
+        let c = &self.inner.counters;
+        for (name, help, counter) in [
+            ("calls", "Calls started.", &c.calls),
+            (
+                "calls_failed",
+                "Calls that ended with a status other than OK.",
+                &c.calls_failed,
+            ),
+            (
+                "attempts",
+                "Attempts sent, every retry, hedge and transparent retry included.",
+                &c.attempts,
+            ),
+            (
+                "retries",
+                "Attempts sent again after a retryable status (gRFC A6).",
+                &c.retries,
+            ),
+            (
+                "transparent_retries",
+                "Attempts sent again because the first never reached a server.",
+                &c.transparent_retries,
+            ),
+            (
+                "hedges",
+                "Hedged attempts sent beyond the first.",
+                &c.hedges,
+            ),
+            (
+                "throttled_retries",
+                "Retries and hedges not sent because of retryThrottling.",
+                &c.throttled,
+            ),
+        ] {
+            let name = format!("grpc_failover_{name}_total");
+            family(&mut out, &name, "counter", help);
+            let _ = writeln!(
+                out,
+                "{name}{{grpc_target=\"{target}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let stats = self.inner.balancer.stats();
+        let instances = stats["instances"].as_array().cloned().unwrap_or_default();
+        type Read = fn(&Value) -> u64;
+        let per_instance: [(&str, &str, &str, Read); 5] = [
+            (
+                "grpc_failover_instance_picks_total",
+                "counter",
+                "Attempts the balancer sent to the instance.",
+                |i| i["calls"].as_u64().unwrap_or(0),
+            ),
+            (
+                "grpc_failover_instance_failures_total",
+                "counter",
+                "Attempts to the instance that failed.",
+                |i| i["failures"].as_u64().unwrap_or(0),
+            ),
+            (
+                "grpc_failover_instance_in_flight",
+                "gauge",
+                "Attempts to the instance in flight now.",
+                |i| i["in_flight"].as_u64().unwrap_or(0),
+            ),
+            (
+                "grpc_failover_instance_ejections_total",
+                "counter",
+                "Times outlier detection ejected the instance.",
+                |i| i["ejections"].as_u64().unwrap_or(0),
+            ),
+            (
+                "grpc_failover_instance_ejected",
+                "gauge",
+                "1 while the instance is ejected.",
+                |i| u64::from(i["ejected"].as_bool().unwrap_or(false)),
+            ),
+        ];
+        for (name, kind, help, value) in per_instance {
+            family(&mut out, name, kind, help);
+            for i in &instances {
+                let _ = writeln!(
+                    out,
+                    "{name}{{grpc_target=\"{target}\",instance=\"{}\"}} {}",
+                    escape(i["address"].as_str().unwrap_or("")),
+                    value(i)
+                );
+            }
+        }
+        let name = "grpc_failover_instance_connection_state";
+        family(&mut out, name, "gauge", "1 for the instance's connection state now (IDLE, CONNECTING, READY, TRANSIENT_FAILURE).");
+        for i in &instances {
+            let _ = writeln!(
+                out,
+                "{name}{{grpc_target=\"{target}\",instance=\"{}\",state=\"{}\"}} 1",
+                escape(i["address"].as_str().unwrap_or("")),
+                escape(i["state"].as_str().unwrap_or(""))
+            );
+        }
+        out
     }
 
     /// Stops resolving, closes every connection and completes calls in flight with CANCELLED.

@@ -18,6 +18,7 @@ pub mod config;
 pub mod ffi;
 mod logging;
 pub(crate) mod metadata;
+pub(crate) mod metrics;
 pub(crate) mod queue;
 pub(crate) mod resolver;
 pub(crate) mod retry;

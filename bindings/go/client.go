@@ -527,6 +527,26 @@ func (c *Client) Stats() (*Stats, error) {
 	return &s, nil
 }
 
+// Metrics returns the client's metrics in the Prometheus text format (gf_client_metrics): the
+// gRFC A66 client metrics (grpc_client_attempt_duration_seconds and the rest, labelled
+// grpc_method, grpc_target and grpc_status; methods not listed in the "metrics.methods" option,
+// WithRawOption("metrics", ...), are labelled "other") and the library's own grpc_failover_*
+// counters and per-instance gauges. Serve it from a scrape endpoint. It does not block.
+func (c *Client) Metrics() (string, error) {
+	if c.closed.Load() {
+		return "", errClosed()
+	}
+	ptr := c.ptr
+	stressPoint(unsafe.Pointer(ptr))
+	r := C.gfgo_client_metrics(ptr)
+	stressPoint(unsafe.Pointer(ptr))
+	runtime.KeepAlive(c)
+	if r.code != 0 {
+		return "", c.closedError(newStatusError(Code(r.code), takeCString(r.error)))
+	}
+	return takeCString(r.json), nil
+}
+
 // takeCString copies a string the library returned and frees it.
 func takeCString(s *C.char) string {
 	if s == nil {

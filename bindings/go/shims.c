@@ -124,6 +124,12 @@ gfgo_connected gfgo_connect(const char *target, const char *options_json) {
 	return c;
 }
 
+gfgo_stats gfgo_client_metrics(gf_client *client) {
+	gfgo_stats s = {NULL, 0, NULL};
+	s.code = gf_client_metrics(client, &s.json, &s.error);
+	return s;
+}
+
 gfgo_stats gfgo_client_stats(gf_client *client) {
 	gfgo_stats s = {NULL, 0, NULL};
 	s.code = gf_client_stats(client, &s.json, &s.error);

@@ -87,6 +87,9 @@ typedef struct {
 
 gfgo_stats gfgo_client_stats(gf_client *client);
 
+// The client's metrics text (gf_client_metrics), in the json field.
+gfgo_stats gfgo_client_metrics(gf_client *client);
+
 typedef struct {
 	gf_registration *registration;
 	int32_t code;

@@ -15,7 +15,7 @@ done
 
 # shellcheck source=venv.sh
 . "$here/venv.sh"
-gf_python_venv "$venv" pytest pytest-timeout grpcio grpcio-tools protobuf
+gf_python_venv "$venv" pytest pytest-timeout grpcio grpcio-tools protobuf prometheus_client
 
 cd "$here"
 set +e

@@ -127,6 +127,11 @@ pub struct Options {
     pub compression: Compression,
     /// TLS to the backends (`tls`); None is plaintext.
     pub tls: Option<TlsOptions>,
+    /// `metrics.enabled` (default true): the gRFC A66 metrics of `gf_client_metrics`.
+    pub metrics_enabled: bool,
+    /// `metrics.methods`: the methods ("pkg.Service/Method") whose name labels their metrics;
+    /// every other method is labelled `other` (A66), which keeps the label set bounded.
+    pub metrics_methods: Vec<String>,
 }
 
 impl Default for Options {
@@ -146,6 +151,8 @@ impl Default for Options {
             max_send_message_bytes: None,
             compression: Compression::Identity,
             tls: None,
+            metrics_enabled: true,
+            metrics_methods: Vec::new(),
         }
     }
 }
@@ -246,6 +253,33 @@ impl Options {
         }
         if let Some(t) = json::get(obj, "tls") {
             o.tls = Some(TlsOptions::from_value(t, "tls")?);
+        }
+        if let Some(m) = json::opt_object(obj, "metrics", "")? {
+            if let Some(b) = opt_bool(m, "enabled", "metrics")? {
+                o.metrics_enabled = b;
+            }
+            match json::get(m, "methods") {
+                None => {}
+                Some(Value::Array(list)) => {
+                    for item in list {
+                        let name = item.as_str().ok_or_else(|| {
+                            format!("metrics.methods: each method must be a string, got {item}")
+                        })?;
+                        let full = format!("/{}", name.trim_start_matches('/'));
+                        crate::client::split_method(&full).map_err(|_| {
+                            format!(
+                                "metrics.methods: {name:?} is not a method name (\"package.Service/Method\")"
+                            )
+                        })?;
+                        o.metrics_methods.push(full);
+                    }
+                }
+                Some(other) => {
+                    return Err(format!(
+                        "metrics.methods: must be an array of method names, got {other}"
+                    ))
+                }
+            }
         }
         Ok(o)
     }

@@ -1,6 +1,7 @@
-//! gf_client: gf_connect, gf_client_shutdown, gf_close, gf_client_stats, and the blocking calls
-//! (gf_invoke, gf_invoke_ex), whose outcome goes straight back to the calling thread. The async calls live
-//! with what tracks them: call.rs (a callback and a gf_call) and queue.rs (a gf_queue).
+//! gf_client: gf_connect, gf_client_shutdown, gf_close, gf_client_stats, gf_client_metrics, and
+//! the blocking calls (gf_invoke, gf_invoke_ex), whose outcome goes straight back to the calling
+//! thread. The async calls live with what tracks them: call.rs (a callback and a gf_call) and
+//! queue.rs (a gf_queue).
 
 use std::ffi::c_char;
 
@@ -260,6 +261,44 @@ pub extern "C" fn gf_client_stats(
         let text = c.stats().to_string();
         // SAFETY: checked for NULL above.
         unsafe { *json_out = to_c_string(&text) };
+        Ok(())
+    })
+}
+
+/// Writes the client's metrics, in the Prometheus text exposition format (version 0.0.4), to
+/// `*text_out`, for a scrape endpoint of the host's:
+///
+/// - the gRFC A66 client metrics as the OpenTelemetry Prometheus exporter names them:
+///   `grpc_client_attempt_started_total`, `grpc_client_attempt_duration_seconds`,
+///   `grpc_client_attempt_sent_total_compressed_message_size_bytes`,
+///   `grpc_client_attempt_rcvd_total_compressed_message_size_bytes` and
+///   `grpc_client_call_duration_seconds` (histograms with A66's bucket bounds), labelled
+///   `grpc_method`, `grpc_target` and `grpc_status`. `grpc_method` is the method's name only for
+///   the methods listed in options_json's `metrics.methods`, `other` for the rest (A66), so the
+///   number of series stays bounded. Absent when `metrics.enabled` is false.
+/// - the library's own, `grpc_failover_`: calls, calls_failed, attempts, retries,
+///   transparent_retries, hedges and throttled_retries (`_total` counters, label
+///   `grpc_target`), and per instance (label `instance`, its address) picks, failures,
+///   in-flight attempts, ejections, whether it is ejected, and its connection state.
+///
+/// `text_out` is required; on 0 it receives a string the caller frees with `gf_string_free`;
+/// untouched otherwise. `error_out` as in `gf_connect`. Returns 0, 3 INVALID_ARGUMENT for a NULL
+/// argument, or 9 FAILED_PRECONDITION after `gf_client_shutdown`. Never blocks (it reads
+/// counters; the calls keep recording meanwhile). Thread-safe.
+#[no_mangle]
+pub extern "C" fn gf_client_metrics(
+    client: *mut gf_client,
+    text_out: *mut *mut c_char,
+    error_out: *mut *mut c_char,
+) -> i32 {
+    ffi_fn!(error_out, {
+        let c = client_arg(client)?;
+        if text_out.is_null() {
+            return Err(Status::invalid_argument("text_out: must not be NULL"));
+        }
+        let text = c.metrics_text();
+        // SAFETY: checked for NULL above.
+        unsafe { *text_out = to_c_string(&text) };
         Ok(())
     })
 }

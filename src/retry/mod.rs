@@ -15,6 +15,7 @@ use crate::backoff;
 use crate::balancer::{Balancer, Picked};
 use crate::client::CallResult;
 use crate::config::{HedgingPolicy, RetryPolicy};
+use crate::metrics::{MethodLabel, Metrics};
 use crate::status::{Code, Status};
 use throttle::Throttle;
 
@@ -39,6 +40,8 @@ pub struct CallAttempts<'a> {
     pub wait_for_ready: bool,
     pub throttle: Option<&'a Throttle>,
     pub counters: &'a CallCounters,
+    /// Where the attempts are recorded (gRFC A66), with the call's method label.
+    pub metrics: Option<(&'a Metrics, MethodLabel)>,
 }
 
 /// A6: transparent retries are for attempts that never left the client; bound them so a
@@ -51,6 +54,10 @@ impl CallAttempts<'_> {
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()));
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+        let started = self.metrics.map(|(m, label)| {
+            m.attempt_started(label);
+            std::time::Instant::now()
+        });
         let a = attempt::run(
             picked.destination(),
             &self.request,
@@ -58,6 +65,17 @@ impl CallAttempts<'_> {
             previous_attempts,
         )
         .await;
+        if let (Some((m, label)), Some(t0)) = (self.metrics, started) {
+            // Message bytes as sent and received: the compressed size for an uncompressed
+            // message; for a gzip request, its size before compression.
+            m.attempt_ended(
+                label,
+                a.result.status.code,
+                t0.elapsed(),
+                self.request.message.len() as u64,
+                a.result.response.len() as u64,
+            );
+        }
         picked.finish(&a);
         a
     }

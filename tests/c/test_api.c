@@ -2407,6 +2407,40 @@ static void test_log_callback(void)
     pthread_mutex_destroy(&s.lock);
 }
 
+/* gf_client_metrics (issue 21): the Prometheus text counts the calls; bad arguments refused. */
+static void test_client_metrics(void)
+{
+    gf_client *client = connect_to(echo_addr);
+    for (int i = 0; i < 3; i++) {
+        gf_bytes resp = {0};
+        CHECK_CODE(gf_invoke(client, ECHO, (const uint8_t *)"abcd", 4, 10000, &resp, NULL), GF_OK,
+                   "");
+        gf_bytes_free(&resp);
+    }
+    char *text = NULL, *err = NULL;
+    CHECK_CODE(gf_client_metrics(client, &text, &err), GF_OK, err);
+    char want[512];
+    snprintf(want, sizeof want,
+             "grpc_client_call_duration_seconds_count{grpc_method=\"other\",grpc_status=\"OK\","
+             "grpc_target=\"static:///%s\"} 3\n",
+             echo_addr);
+    CHECKF(contains(text, want), "no line %s in:\n%s", want, text ? text : "(NULL)");
+    snprintf(want, sizeof want,
+             "grpc_client_attempt_sent_total_compressed_message_size_bytes_sum{grpc_method="
+             "\"other\",grpc_status=\"OK\",grpc_target=\"static:///%s\"} 12\n",
+             echo_addr);
+    CHECKF(contains(text, want), "no line %s", want);
+    gf_string_free(text);
+    CHECK_BAD_ARG(gf_client_metrics(client, NULL, &err), err, "text_out");
+    CHECK_BAD_ARG(gf_client_metrics(NULL, &text, &err), err, "client");
+    gf_client_shutdown(client);
+    text = NULL;
+    CHECK_CODE(gf_client_metrics(client, &text, &err), GF_FAILED_PRECONDITION, err);
+    CHECKF(text == NULL, "text_out written on failure");
+    gf_string_free(err);
+    gf_close(client);
+}
+
 int main(int argc, char **argv)
 {
     gft_init();
@@ -2461,5 +2495,6 @@ int main(int argc, char **argv)
     gft_run("worker_threads", test_worker_threads, argc, argv);
     gft_run("tls", test_tls, argc, argv);
     gft_run("log_callback", test_log_callback, argc, argv);
+    gft_run("client_metrics", test_client_metrics, argc, argv);
     return gft_finish("test_api_c");
 }

@@ -501,6 +501,22 @@ class Client:
         stats: Dict[str, Any] = json.loads(take_string(out.value))
         return stats
 
+
+    def metrics(self) -> str:
+        """The client's metrics in the Prometheus text format (``gf_client_metrics``): the gRFC
+        A66 client metrics (``grpc_client_attempt_duration_seconds`` and the rest, labelled
+        ``grpc_method``, ``grpc_target``, ``grpc_status``; a method not listed in the
+        ``options={"metrics": {"methods": [...]}}`` is labelled ``other``) and the library's own
+        ``grpc_failover_*`` counters and per-instance gauges. Serve it from a scrape endpoint,
+        or parse it with ``prometheus_client.parser.text_string_to_metric_families``."""
+        native = self._native
+        out, error = c_void_p(), c_void_p()
+        if native.closed:
+            raise FailedPreconditionError("Client is closed")
+        code = fast.gf_client_metrics(native.ptr, byref(out), byref(error))
+        if code != 0:
+            raise _rejected(code, error.value)
+        return take_string(out.value)
     def invoke(
         self,
         method: str,

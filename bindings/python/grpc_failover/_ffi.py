@@ -119,6 +119,7 @@ _NON_BLOCKING = {
     "gf_client_shutdown": ([c_void_p], None),
     "gf_close": ([c_void_p], None),
     "gf_client_stats": ([c_void_p, _out_ptr, _out_ptr], c_int32),
+    "gf_client_metrics": ([c_void_p, _out_ptr, _out_ptr], c_int32),
     "gf_set_log_level": ([c_int32, _out_ptr], c_int32),
     "gf_call_options_new": ([], c_void_p),
     "gf_call_options_free": ([c_void_p], None),
