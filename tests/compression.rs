@@ -87,13 +87,36 @@ fn compressed_responses_are_accepted() {
     );
 }
 
-fn peak_rss_kib() -> u64 {
+/// A field of /proc/self/status in KiB: VmRSS (now) or VmHWM (the peak).
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status")
+        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
+}
+
+/// The peak RSS while `f` runs, in KiB. VmHWM alone is not enough: memory the allocator hands
+/// back with madvise lowers RSS without raising the kernel's high-water mark first, so VmHWM can
+/// read lower after a peak than before it. A thread samples VmRSS every 2 ms as well.
+fn peak_rss_during<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                peak = peak.max(status_kib("VmRSS:"));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            peak
+        })
+    };
+    let out = f();
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let sampled = sampler.join().unwrap();
+    (out, sampled.max(status_kib("VmRSS:")))
 }
 
 /// 1 GiB of zeros, a few MiB compressed: refused while decompressing, at the 4 MiB receive limit,
@@ -109,14 +132,16 @@ fn a_zip_bomb_is_refused_within_the_receive_limit() {
     assert_eq!(r.response.len(), 3 << 20);
     assert!(r.response.iter().all(|&b| b == 0));
 
-    let before = peak_rss_kib();
+    let before = status_kib("VmRSS:");
     // The server compresses the whole GiB first: allow a slow, busy machine its time.
     let patient = CallOptions {
         timeout: Some(Duration::from_secs(180)),
         ..Default::default()
     };
-    let err = block_on(c.invoke("/test.Svc/Zeros", Bytes::from("1024"), &patient)).unwrap_err();
-    let grown_mib = (peak_rss_kib() - before) / 1024;
+    let (outcome, peak) =
+        peak_rss_during(|| block_on(c.invoke("/test.Svc/Zeros", Bytes::from("1024"), &patient)));
+    let err = outcome.unwrap_err();
+    let grown_mib = peak.saturating_sub(before) / 1024;
     assert_eq!(err.code, Code::ResourceExhausted, "{err}");
     assert!(err.message.contains("4194304"), "{err}");
     assert!(
