@@ -5,7 +5,9 @@
  *
  *   demo_client <target> <options_json> <threads> <seconds>
  *
- * Ends with "summary: calls=N failed=F retries=R" and exits 0 only when F is 0.
+ * Then prints the run's failover metrics (the grpc_failover_* lines of gf_client_metrics:
+ * retries, hedges, per-instance picks, failures and ejections), and ends with
+ * "summary: calls=N failed=F retries=R"; exits 0 only when F is 0.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -123,6 +125,14 @@ int main(int argc, char **argv) {
     for (int i = 0; i < threads; i++) pthread_join(t[i], NULL);
     free(t);
     long retries = retries_so_far();
+    /* The run's failover metrics, as gf_client_metrics hands them to a scrape endpoint. */
+    char *text = NULL;
+    if (gf_client_metrics(client, &text, NULL) == GF_OK) {
+        printf("failover metrics:\n");
+        for (char *line = strtok(text, "\n"); line != NULL; line = strtok(NULL, "\n"))
+            if (strncmp(line, "grpc_failover_", 14) == 0) printf("  %s\n", line);
+        gf_string_free(text);
+    }
     gf_close(client);
     if (atomic_load(&failed) > 0) printf("last error: %s\n", last_error);
     printf("summary: calls=%ld failed=%ld retries=%ld\n", atomic_load(&calls), atomic_load(&failed), retries);
