@@ -65,3 +65,27 @@ def test_metrics_of_a_closed_client_fail(server):
     with pytest.raises(RpcError) as e:
         c.metrics()
     assert e.value.code is StatusCode.FAILED_PRECONDITION
+
+
+def test_a_collector_merges_clients_in_a_registry(servers):
+    registry_mod = pytest.importorskip("prometheus_client")
+    from grpc_failover.prometheus import ClientCollector
+
+    a, b = servers("a"), servers("b")
+    registry = registry_mod.CollectorRegistry()
+    c1 = Client(f"static:///{a.addr}")
+    c2 = Client(f"static:///{b.addr}")
+    collector = ClientCollector(c1)
+    collector.add(c2)
+    registry.register(collector)
+    c1.invoke("/test.Svc/Echo", timeout=5)
+    for _ in range(2):
+        c2.invoke("/test.Svc/Echo", timeout=5)
+    text = registry_mod.generate_latest(registry).decode()
+    calls = {s.labels["grpc_target"]: s.value for s in families(text)["grpc_failover_calls"].samples}
+    assert calls == {f"static:///{a.addr}": 1, f"static:///{b.addr}": 2}
+    c1.close()
+    text = registry_mod.generate_latest(registry).decode()
+    calls = {s.labels["grpc_target"]: s.value for s in families(text)["grpc_failover_calls"].samples}
+    assert calls == {f"static:///{b.addr}": 2}
+    c2.close()
