@@ -441,7 +441,8 @@ void gf_close(struct gf_client *client);
 
 /**
  * Writes a JSON snapshot of the client's counters and instances to `*json_out`: target,
- * calls, calls_failed, attempts, retries, transparent_retries, hedges, throttled_retries,
+ * calls, calls_failed, attempts, retries, transparent_retries, hedges, hedges_won (calls won
+ * by a hedge other than the first attempt), throttled_retries,
  * retry_tokens, worker_threads (the library runtime's, process-wide), policy, resolved,
  * resolver_error, and per instance: address, weight, metadata, state, healthy, ejected,
  * ejected_until_ms, ejections, calls, failures, in_flight, last_error, keepalive_time_ms (null:
@@ -467,9 +468,10 @@ int32_t gf_client_stats(struct gf_client *client,
  *   the methods listed in options_json's `metrics.methods`, `other` for the rest (A66), so the
  *   number of series stays bounded. Absent when `metrics.enabled` is false.
  * - the library's own, `grpc_failover_`: calls, calls_failed, attempts, retries,
- *   transparent_retries, hedges and throttled_retries (`_total` counters, label
- *   `grpc_target`), and per instance (label `instance`, its address) picks, failures,
- *   in-flight attempts, ejections, whether it is ejected, and its connection state.
+ *   transparent_retries, hedges, hedges_won and throttled_retries (`_total` counters, label
+ *   `grpc_target`), retries_by_reason_total (label `reason`: the status code retried), and per
+ *   instance (label `instance`, its address) picks, failures, in-flight attempts, ejections,
+ *   whether it is ejected, and its connection state.
  *
  * `text_out` is required; on 0 it receives a string the caller frees with `gf_string_free`;
  * untouched otherwise. `error_out` as in `gf_connect`. Returns 0, 3 INVALID_ARGUMENT for a NULL

@@ -421,6 +421,7 @@ impl Client {
             "retries": c.retries.load(Ordering::Relaxed),
             "transparent_retries": c.transparent_retries.load(Ordering::Relaxed),
             "hedges": c.hedges.load(Ordering::Relaxed),
+            "hedges_won": c.hedges_won.load(Ordering::Relaxed),
             "throttled_retries": c.throttled.load(Ordering::Relaxed),
             "retry_tokens": self.inner.throttle.as_ref().map(|t| t.tokens()),
             // Process-wide: the library runtime's worker threads.
@@ -434,8 +435,9 @@ impl Client {
 
     /// The client's metrics in the Prometheus text format: the gRFC A66 families (unless
     /// `metrics.enabled` is false), then the library's own, prefixed `grpc_failover_`: calls,
-    /// attempts, retries, transparent retries, hedges and throttled retries, and per instance
-    /// its picks, failures, calls in flight, ejections and connection state.
+    /// attempts, retries (also by the code retried), transparent retries, hedges sent and won,
+    /// and throttled retries, and per instance its picks, failures, calls in flight, ejections
+    /// and connection state.
     pub fn metrics_text(&self) -> String {
         use crate::metrics::{escape, family};
         use std::fmt::Write as _;
@@ -473,6 +475,11 @@ impl Client {
                 &c.hedges,
             ),
             (
+                "hedges_won",
+                "Hedged calls won by an attempt other than the first.",
+                &c.hedges_won,
+            ),
+            (
                 "throttled_retries",
                 "Retries and hedges not sent because of retryThrottling.",
                 &c.throttled,
@@ -485,6 +492,23 @@ impl Client {
                 "{name}{{grpc_target=\"{target}\"}} {}",
                 counter.load(Ordering::Relaxed)
             );
+        }
+        let name = "grpc_failover_retries_by_reason_total";
+        family(
+            &mut out,
+            name,
+            "counter",
+            "Retries by the status code of the attempt retried.",
+        );
+        for (code, n) in c.retries_by_code.iter().enumerate() {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                let reason = crate::status::code_name(Code::from_i32(code as i32));
+                let _ = writeln!(
+                    out,
+                    "{name}{{grpc_target=\"{target}\",reason=\"{reason}\"}} {n}"
+                );
+            }
         }
         let stats = self.inner.balancer.stats();
         let instances = stats["instances"].as_array().cloned().unwrap_or_default();

@@ -120,6 +120,7 @@ fn a_scripted_scenario_gives_exact_counts() {
         ("retries", calls),
         ("transparent_retries", 0),
         ("hedges", 0),
+        ("hedges_won", 0),
         ("throttled_retries", 0),
     ] {
         assert_eq!(
@@ -128,6 +129,12 @@ fn a_scripted_scenario_gives_exact_counts() {
             "{name}"
         );
     }
+    assert_eq!(
+        get(format!(
+            "grpc_failover_retries_by_reason_total{{{t},reason=\"UNAVAILABLE\"}}"
+        )),
+        calls as f64
+    );
     for (addr, picks, failures) in [(&bad.addr, calls, calls), (&good.addr, calls, 0)] {
         let l = format!("{t},instance=\"{addr}\"");
         assert_eq!(
@@ -175,4 +182,37 @@ fn metrics_can_be_turned_off_and_bad_options_are_refused() {
         let err = grpc_failover::Options::from_json(Some(&bad.to_string())).unwrap_err();
         assert!(err.message.contains(field), "{bad}: {}", err.message);
     }
+}
+
+/// Hedging over [slow, fast]: the first attempt goes to the slow instance, the hedge sent after
+/// hedgingDelay to the fast one wins; each call counts one hedge sent and one won.
+#[test]
+fn a_won_hedge_is_counted() {
+    let slow = TestServer::start("slow", &["--delay-ms", "2000"]);
+    let fast = TestServer::start("fast", &[]);
+    let target = format!("static:///{},{}", slow.addr, fast.addr);
+    let opts = json!({
+        "service_config": {
+            "loadBalancingConfig": [{"pick_first": {}}],
+            "methodConfig": [{"name": [{"service": "test.Svc"}], "hedgingPolicy": {
+                "maxAttempts": 2, "hedgingDelay": "0.05s", "nonFatalStatusCodes": []}}]
+        }
+    });
+    let c = Client::connect(&target, options(&opts.to_string())).unwrap();
+    assert!(wait_ready(&c, 2, Duration::from_secs(20)));
+    const CALLS: u64 = 3;
+    for _ in 0..CALLS {
+        let got = block_on(c.invoke("/test.Svc/Whoami", Bytes::new(), &CallOptions::default()));
+        assert_eq!(got.unwrap(), Bytes::from_static(b"fast"));
+    }
+    let text = c.metrics_text();
+    let s = samples(&text);
+    let t = format!("grpc_target=\"{target}\"");
+    for (name, want) in [("hedges", CALLS), ("hedges_won", CALLS), ("retries", 0)] {
+        let k = format!("grpc_failover_{name}_total{{{t}}}");
+        assert_eq!(s.get(&k).copied(), Some(want as f64), "{k} in\n{text}");
+    }
+    let ok = format!("grpc_method=\"other\",grpc_status=\"OK\",{t}");
+    let k = format!("grpc_client_call_duration_seconds_count{{{ok}}}");
+    assert_eq!(s.get(&k).copied(), Some(CALLS as f64), "{k} in\n{text}");
 }

@@ -478,6 +478,7 @@ type Stats struct {
 	Retries            uint64          `json:"retries"`
 	TransparentRetries uint64          `json:"transparent_retries"`
 	Hedges             uint64          `json:"hedges"`
+	HedgesWon          uint64          `json:"hedges_won"` // calls won by a hedge after the first attempt
 	ThrottledRetries   uint64          `json:"throttled_retries"`
 	RetryTokens        *float64        `json:"retry_tokens"`
 	WorkerThreads      int             `json:"worker_threads"` // the library's, process-wide

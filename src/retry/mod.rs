@@ -28,7 +28,11 @@ pub struct CallCounters {
     pub retries: AtomicU64,
     pub transparent_retries: AtomicU64,
     pub hedges: AtomicU64,
+    /// Hedged calls won by an attempt other than the first.
+    pub hedges_won: AtomicU64,
     pub throttled: AtomicU64,
+    /// Retries by the status code of the attempt retried (index: the code's number).
+    pub retries_by_code: [AtomicU64; 17],
 }
 
 /// The attempts of one call (one RPC as the caller sees it) and what they share: the request,
@@ -185,6 +189,8 @@ impl CallAttempts<'_> {
             }
             tokio::time::sleep(delay).await;
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            self.counters.retries_by_code[outcome.result.status.code as usize % 17]
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -226,7 +232,8 @@ impl CallAttempts<'_> {
                         if started > 0 {
                             self.counters.hedges.fetch_add(1, Ordering::Relaxed);
                         }
-                        running.push(self.run_attempt(picked, started));
+                        let index = started;
+                        running.push(async move { (index, self.run_attempt(picked, index).await) });
                         started += 1;
                         next_at =
                             (started < max_attempts).then(|| Instant::now() + policy.hedging_delay);
@@ -255,11 +262,14 @@ impl CallAttempts<'_> {
                     None => running.next().await,
                 }
             };
-            let Some(a) = done else { continue };
+            let Some((index, a)) = done else { continue };
             let code = a.result.status.code;
             if code == Code::Ok {
                 if let Some(t) = self.throttle {
                     t.on_success();
+                }
+                if index > 0 {
+                    self.counters.hedges_won.fetch_add(1, Ordering::Relaxed);
                 }
                 return a.result;
             }

@@ -487,7 +487,7 @@ class Client:
         """A snapshot of the client's counters and instances (``gf_client_stats``) as a dict.
 
         Keys: target, calls, calls_failed, attempts, retries, transparent_retries, hedges,
-        throttled_retries, retry_tokens, worker_threads, policy, resolved, resolver_error, and
+        hedges_won, throttled_retries, retry_tokens, worker_threads, policy, resolved, resolver_error, and
         ``instances``, each with address, weight, metadata, state, healthy, ejected, calls,
         failures, in_flight, last_error and more.
         """
