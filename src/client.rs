@@ -16,7 +16,7 @@ use crate::balancer::subchannel::ConnectConfig;
 use crate::balancer::{outlier, Balancer};
 use crate::config::{CallPolicy, Compression, Options, Policy};
 use crate::metadata::{self, Metadata};
-use crate::metrics::Metrics;
+use crate::metrics::{MethodLabel, Metrics};
 use crate::resolver::{self, Endpoint};
 use crate::retry::throttle::Throttle;
 use crate::retry::{CallAttempts, CallCounters};
@@ -267,7 +267,7 @@ impl Client {
             biased;
             _ = inner.closed.cancelled() => CallResult::error(Status::cancelled("client closed")),
             _ = cancelled => CallResult::error(Status::cancelled("call cancelled")),
-            r = self.run(method, request, opts, metadata) => r,
+            r = self.run(method, request, opts, metadata, started.map(|(m, label, _)| (m, label))) => r,
         };
         // A call that failed because close() or cancel tore down its connection while it was
         // being polled ended by that, not by the instance: report CANCELLED.
@@ -293,6 +293,8 @@ impl Client {
         request: Bytes,
         opts: &CallOptions,
         response_metadata: ResponseMetadata,
+        // The client's metrics with this call's method label (computed once, by invoke_with).
+        metrics: Option<(&Metrics, MethodLabel)>,
     ) -> CallResult {
         let inner = &*self.inner;
         if inner.is_closed.load(Ordering::Acquire) {
@@ -381,7 +383,7 @@ impl Client {
             wait_for_ready,
             throttle: inner.throttle.as_ref(),
             counters: &inner.counters,
-            metrics: inner.metrics.as_ref().map(|m| (m, m.label(method))),
+            metrics,
         };
         let cap = inner.options.max_attempts_cap;
         let work = async {

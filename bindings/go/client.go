@@ -512,15 +512,10 @@ func (c *Client) Stats() (*Stats, error) {
 	if c.closed.Load() {
 		return nil, errClosed()
 	}
-	ptr := c.ptr
-	stressPoint(unsafe.Pointer(ptr))
-	r := C.gfgo_client_stats(ptr)
-	stressPoint(unsafe.Pointer(ptr))
-	runtime.KeepAlive(c)
-	if r.code != 0 {
-		return nil, c.closedError(newStatusError(Code(r.code), takeCString(r.error)))
+	text, err := c.libString(func(p *C.gf_client) C.gfgo_stats { return C.gfgo_client_stats(p) })
+	if err != nil {
+		return nil, err
 	}
-	text := takeCString(r.json)
 	var s Stats
 	if err := json.Unmarshal([]byte(text), &s); err != nil {
 		return nil, newStatusError(Internal, "stats: "+err.Error())
@@ -537,9 +532,15 @@ func (c *Client) Metrics() (string, error) {
 	if c.closed.Load() {
 		return "", errClosed()
 	}
+	return c.libString(func(p *C.gf_client) C.gfgo_stats { return C.gfgo_client_metrics(p) })
+}
+
+// libString calls a shim that returns a string of the library's (stats JSON, metrics text) for
+// the client, and copies it out.
+func (c *Client) libString(call func(*C.gf_client) C.gfgo_stats) (string, error) {
 	ptr := c.ptr
 	stressPoint(unsafe.Pointer(ptr))
-	r := C.gfgo_client_metrics(ptr)
+	r := call(ptr)
 	stressPoint(unsafe.Pointer(ptr))
 	runtime.KeepAlive(c)
 	if r.code != 0 {

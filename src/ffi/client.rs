@@ -256,13 +256,7 @@ pub extern "C" fn gf_client_stats(
 ) -> i32 {
     ffi_fn!(error_out, {
         let c = client_arg(client)?;
-        if json_out.is_null() {
-            return Err(Status::invalid_argument("json_out: must not be NULL"));
-        }
-        let text = c.stats().to_string();
-        // SAFETY: checked for NULL above.
-        unsafe { *json_out = to_c_string(&text) };
-        Ok(())
+        write_string_out(json_out, "json_out", || c.stats().to_string())
     })
 }
 
@@ -295,12 +289,24 @@ pub extern "C" fn gf_client_metrics(
 ) -> i32 {
     ffi_fn!(error_out, {
         let c = client_arg(client)?;
-        if text_out.is_null() {
-            return Err(Status::invalid_argument("text_out: must not be NULL"));
-        }
-        let text = c.metrics_text();
-        // SAFETY: checked for NULL above.
-        unsafe { *text_out = to_c_string(&text) };
-        Ok(())
+        write_string_out(text_out, "text_out", || c.metrics_text())
     })
+}
+
+/// Writes the string `make` returns to the required out-parameter `out` (named `name` in the
+/// error), for the caller to free with gf_string_free.
+fn write_string_out(
+    out: *mut *mut c_char,
+    name: &str,
+    make: impl FnOnce() -> String,
+) -> Result<(), Status> {
+    if out.is_null() {
+        return Err(Status::invalid_argument(format!(
+            "{name}: must not be NULL"
+        )));
+    }
+    let text = make();
+    // SAFETY: checked for NULL above.
+    unsafe { *out = to_c_string(&text) };
+    Ok(())
 }

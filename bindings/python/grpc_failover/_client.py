@@ -487,20 +487,24 @@ class Client:
         """A snapshot of the client's counters and instances (``gf_client_stats``) as a dict.
 
         Keys: target, calls, calls_failed, attempts, retries, transparent_retries, hedges,
-        hedges_won, throttled_retries, retry_tokens, worker_threads, policy, resolved, resolver_error, and
-        ``instances``, each with address, weight, metadata, state, healthy, ejected, calls,
-        failures, in_flight, last_error and more.
+        hedges_won, throttled_retries, retry_tokens, worker_threads, policy, resolved,
+        resolver_error, and ``instances``, each with address, weight, metadata, state,
+        healthy, ejected, calls, failures, in_flight, last_error and more.
         """
+        stats: Dict[str, Any] = json.loads(self._string_from(fast.gf_client_stats))
+        return stats
+
+    def _string_from(self, function: Callable[..., int]) -> str:
+        """Calls ``function(client, &out, &error)`` (gf_client_stats, gf_client_metrics) and
+        returns the string it wrote, freed."""
         native = self._native
         out, error = c_void_p(), c_void_p()
         if native.closed:
             raise FailedPreconditionError("Client is closed")
-        code = fast.gf_client_stats(native.ptr, byref(out), byref(error))
+        code = function(native.ptr, byref(out), byref(error))
         if code != 0:
             raise _rejected(code, error.value)
-        stats: Dict[str, Any] = json.loads(take_string(out.value))
-        return stats
-
+        return take_string(out.value)
 
     def metrics(self) -> str:
         """The client's metrics in the Prometheus text format (``gf_client_metrics``): the gRFC
@@ -509,14 +513,8 @@ class Client:
         ``options={"metrics": {"methods": [...]}}`` is labelled ``other``) and the library's own
         ``grpc_failover_*`` counters and per-instance gauges. Serve it from a scrape endpoint,
         or parse it with ``prometheus_client.parser.text_string_to_metric_families``."""
-        native = self._native
-        out, error = c_void_p(), c_void_p()
-        if native.closed:
-            raise FailedPreconditionError("Client is closed")
-        code = fast.gf_client_metrics(native.ptr, byref(out), byref(error))
-        if code != 0:
-            raise _rejected(code, error.value)
-        return take_string(out.value)
+        return self._string_from(fast.gf_client_metrics)
+
     def invoke(
         self,
         method: str,
