@@ -3,6 +3,7 @@
 //! what happened (including whether the connection refused the request); what that means for
 //! the instance is the balancer's business ([`crate::balancer::Picked::finish`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use crate::client::{CallResult, ResponseMetadata};
 use crate::config::Compression;
 use crate::metadata::{self, Metadata};
 use crate::status::{Code, Status};
-use crate::transport::{self, Conn, RawCodec, Sender};
+use crate::transport::{self, Conn, RawCodec, Sender, WireBytes};
 
 /// What every attempt of a call sends, and how it reads the response.
 pub struct Request<'a> {
@@ -64,6 +65,7 @@ pub async fn run(
     req: &Request<'_>,
     timeout: Option<Duration>,
     previous_attempts: u32,
+    wire: Option<Arc<WireBytes>>,
 ) -> Attempt {
     let Request {
         path,
@@ -75,11 +77,12 @@ pub async fn run(
         ..
     } = *req;
     let addr = to.addr;
-    let mut grpc = tonic::client::Grpc::with_origin(Conn(to.sender.clone()), to.origin.clone())
-        .max_decoding_message_size(max_response_bytes)
-        .max_encoding_message_size(usize::MAX)
-        // Decompression is bounded by the same limit (tonic: RESOURCE_EXHAUSTED past it).
-        .accept_compressed(CompressionEncoding::Gzip);
+    let mut grpc =
+        tonic::client::Grpc::with_origin(Conn(to.sender.clone(), wire), to.origin.clone())
+            .max_decoding_message_size(max_response_bytes)
+            .max_encoding_message_size(usize::MAX)
+            // Decompression is bounded by the same limit (tonic: RESOURCE_EXHAUSTED past it).
+            .accept_compressed(CompressionEncoding::Gzip);
     if compression == Compression::Gzip {
         grpc = grpc.send_compressed(CompressionEncoding::Gzip);
     }

@@ -134,6 +134,7 @@ impl Client {
                 .health_check_service
                 .clone()
                 .filter(|_| lb.policy != Policy::PickFirst),
+            events: Arc::default(),
         };
         let described = match &parsed {
             Target::Etcd { prefix } => prefix.clone(),
@@ -144,6 +145,7 @@ impl Client {
             lb.policy,
             connect,
             options.max_in_flight_per_instance,
+            matches!(parsed, Target::Etcd { .. }),
         );
         let throttle = options
             .service_config
@@ -512,14 +514,15 @@ impl Client {
                 );
             }
         }
+        self.inner.balancer.write_metrics(&mut out, &target);
         let stats = self.inner.balancer.stats();
         let instances = stats["instances"].as_array().cloned().unwrap_or_default();
         type Read = fn(&Value) -> u64;
-        let per_instance: [(&str, &str, &str, Read); 5] = [
+        let per_instance: [(&str, &str, &str, Read); 8] = [
             (
                 "grpc_failover_instance_picks_total",
                 "counter",
-                "Attempts the balancer sent to the instance.",
+                "Attempts sent to the instance that finished (a losing hedge cancelled is not counted).",
                 |i| i["calls"].as_u64().unwrap_or(0),
             ),
             (
@@ -541,10 +544,28 @@ impl Client {
                 |i| i["ejections"].as_u64().unwrap_or(0),
             ),
             (
+                "grpc_failover_instance_unejections_total",
+                "counter",
+                "Times the instance returned from an outlier ejection.",
+                |i| i["unejections"].as_u64().unwrap_or(0),
+            ),
+            (
                 "grpc_failover_instance_ejected",
                 "gauge",
                 "1 while the instance is ejected.",
                 |i| u64::from(i["ejected"].as_bool().unwrap_or(false)),
+            ),
+            (
+                "grpc_failover_instance_health_changes_total",
+                "counter",
+                "Health-check answers that differed from the instance's answer before (a first answer counts when it is NOT_SERVING).",
+                |i| i["health_changes"].as_u64().unwrap_or(0),
+            ),
+            (
+                "grpc_failover_instance_healthy",
+                "gauge",
+                "1 while the instance's health check says SERVING (or health checking is off).",
+                |i| u64::from(i["healthy"].as_bool().unwrap_or(false)),
             ),
         ];
         for (name, kind, help, value) in per_instance {

@@ -292,6 +292,249 @@ impl Metrics {
     }
 }
 
+/// Bucket bounds of `grpc.lb.wrr.endpoint_weights`: A78 names none, so these are
+/// OpenTelemetry's default explicit bounds.
+pub const WEIGHT_BOUNDS: [f64; 15] = [
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
+];
+
+/// What a registry event was, for [`LbCounters::resolver_event`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResolverEvent {
+    /// A watch event that put a key under the prefix.
+    Put,
+    /// A watch event that deleted a key under the prefix.
+    Delete,
+    /// The watch's revision was compacted away: the prefix is listed again.
+    Resync,
+    /// A watch that was running ended (lost connection, compaction, cancelled by etcd) and is
+    /// opened again.
+    WatchRestart,
+}
+
+/// What the balancer, its connections and its resolver did: the gRFC A94 subchannel metrics
+/// (A78's pick_first metrics are the same counts), the A78 weighted round robin metrics, and
+/// the resolver's etcd events. Written off the call path only: when a connection opens or
+/// closes, when the picker is rebuilt, when etcd sends an event.
+#[derive(Debug, Default)]
+pub struct LbCounters {
+    connection_attempts_succeeded: AtomicU64,
+    connection_attempts_failed: AtomicU64,
+    disconnections: AtomicU64,
+    rr_fallback: AtomicU64,
+    weight_not_yet_usable: AtomicU64,
+    /// `grpc.lb.wrr.endpoint_weights`: one count per bound of [`WEIGHT_BOUNDS`] and +Inf, and
+    /// the sum.
+    weights: std::sync::Mutex<([u64; WEIGHT_BOUNDS.len() + 1], f64)>,
+    etcd_puts: AtomicU64,
+    etcd_deletes: AtomicU64,
+    etcd_resyncs: AtomicU64,
+    etcd_watch_restarts: AtomicU64,
+}
+
+impl LbCounters {
+    /// A connection attempt ended: connected (the connection is open from now until
+    /// [`LbCounters::disconnected`]) or failed.
+    pub fn connection_attempt(&self, succeeded: bool) {
+        let c = if succeeded {
+            &self.connection_attempts_succeeded
+        } else {
+            &self.connection_attempts_failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An open connection closed (the server or the network ended it, or the instance left).
+    pub fn disconnected(&self) {
+        self.disconnections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A weighted round robin scheduler update over instances whose registry weights are
+    /// `weights` (None: the record has no usable weight, and the instance takes the default).
+    /// Counts `rr_fallback` when no instance has a positive weight of its own (the schedule is
+    /// then plain round robin), one `endpoint_weight_not_yet_usable` per instance without a
+    /// weight, and each weight in the histogram (0 for those without, as A78 says).
+    pub fn wrr_update(&self, weights: impl Iterator<Item = Option<f64>>) {
+        let mut any_positive = false;
+        let mut unusable = 0;
+        let mut h = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+        for w in weights {
+            any_positive |= w.is_some_and(|w| w > 0.0);
+            unusable += u64::from(w.is_none());
+            let w = w.unwrap_or(0.0);
+            h.0[WEIGHT_BOUNDS.partition_point(|&b| b < w)] += 1;
+            h.1 += w;
+        }
+        drop(h);
+        if !any_positive {
+            self.rr_fallback.fetch_add(1, Ordering::Relaxed);
+        }
+        self.weight_not_yet_usable
+            .fetch_add(unusable, Ordering::Relaxed);
+    }
+
+    pub fn resolver_event(&self, e: ResolverEvent) {
+        let c = match e {
+            ResolverEvent::Put => &self.etcd_puts,
+            ResolverEvent::Delete => &self.etcd_deletes,
+            ResolverEvent::Resync => &self.etcd_resyncs,
+            ResolverEvent::WatchRestart => &self.etcd_watch_restarts,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn connections(&self) -> (u64, u64, u64) {
+        (
+            self.connection_attempts_succeeded.load(Ordering::Relaxed),
+            self.connection_attempts_failed.load(Ordering::Relaxed),
+            self.disconnections.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The counts as JSON, for `gf_client_stats`.
+    pub fn stats(&self, wrr: bool, etcd: bool) -> serde_json::Value {
+        let (ok, failed, closed) = self.connections();
+        let mut v = serde_json::json!({
+            "connections": {
+                "attempts_succeeded": ok,
+                "attempts_failed": failed,
+                "disconnections": closed,
+                "open": ok.saturating_sub(closed),
+            },
+        });
+        if wrr {
+            v["wrr"] = serde_json::json!({
+                "rr_fallback": self.rr_fallback.load(Ordering::Relaxed),
+                "endpoint_weight_not_yet_usable": self.weight_not_yet_usable.load(Ordering::Relaxed),
+            });
+        }
+        if etcd {
+            v["etcd"] = serde_json::json!({
+                "puts": self.etcd_puts.load(Ordering::Relaxed),
+                "deletes": self.etcd_deletes.load(Ordering::Relaxed),
+                "resyncs": self.etcd_resyncs.load(Ordering::Relaxed),
+                "watch_restarts": self.etcd_watch_restarts.load(Ordering::Relaxed),
+            });
+        }
+        v
+    }
+
+    /// Appends the families as Prometheus text: the A94 subchannel metrics always, A78's
+    /// pick_first names under pick_first, the A78 WRR metrics under weighted_round_robin, the
+    /// etcd counters for an etcd target. `target` is escaped already.
+    pub fn write_text(
+        &self,
+        out: &mut String,
+        target: &str,
+        pick_first: bool,
+        wrr: bool,
+        etcd: bool,
+    ) {
+        let (ok, failed, closed) = self.connections();
+        let mut prefixes = vec!["grpc_subchannel"];
+        if pick_first {
+            prefixes.push("grpc_lb_pick_first");
+        }
+        for prefix in prefixes {
+            for (name, help, v) in [
+                (
+                    "disconnections",
+                    "Number of times the selected subchannel becomes disconnected.",
+                    closed,
+                ),
+                (
+                    "connection_attempts_succeeded",
+                    "Number of successful connection attempts.",
+                    ok,
+                ),
+                (
+                    "connection_attempts_failed",
+                    "Number of failed connection attempts.",
+                    failed,
+                ),
+            ] {
+                let name = format!("{prefix}_{name}_total");
+                family(out, &name, "counter", help);
+                let _ = writeln!(out, "{name}{{grpc_target=\"{target}\"}} {v}");
+            }
+        }
+        let name = "grpc_subchannel_open_connections";
+        family(out, name, "gauge", "Number of open connections.");
+        let _ = writeln!(
+            out,
+            "{name}{{grpc_target=\"{target}\"}} {}",
+            ok.saturating_sub(closed)
+        );
+        if wrr {
+            for (name, help, v) in [
+                (
+                    "grpc_lb_wrr_rr_fallback_total",
+                    "Number of scheduler updates in which there were not enough endpoints with valid weight, which caused the WRR policy to fall back to RR behavior.",
+                    self.rr_fallback.load(Ordering::Relaxed),
+                ),
+                (
+                    "grpc_lb_wrr_endpoint_weight_not_yet_usable_total",
+                    "Number of endpoints from each scheduler update that don't yet have usable weight information.",
+                    self.weight_not_yet_usable.load(Ordering::Relaxed),
+                ),
+                (
+                    "grpc_lb_wrr_endpoint_weight_stale_total",
+                    "Number of endpoints from each scheduler update whose latest weight is older than the expiration period (registry weights do not expire: always 0).",
+                    0,
+                ),
+            ] {
+                family(out, name, "counter", help);
+                let _ = writeln!(out, "{name}{{grpc_target=\"{target}\"}} {v}");
+            }
+            let name = "grpc_lb_wrr_endpoint_weights";
+            family(out, name, "histogram", "Weight of each endpoint, recorded on every scheduler update; endpoints without usable weights are recorded as 0.");
+            let (counts, sum) = *self.weights.lock().unwrap_or_else(|e| e.into_inner());
+            let l = format!("grpc_target=\"{target}\"");
+            let mut cumulative = 0;
+            for (b, c) in WEIGHT_BOUNDS.iter().zip(counts.iter()) {
+                cumulative += c;
+                let _ = writeln!(out, "{name}_bucket{{{l},le=\"{b}\"}} {cumulative}");
+            }
+            let count: u64 = counts.iter().sum();
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {count}");
+            let _ = writeln!(out, "{name}_sum{{{l}}} {sum}");
+            let _ = writeln!(out, "{name}_count{{{l}}} {count}");
+        }
+        if etcd {
+            let name = "grpc_failover_etcd_events_total";
+            family(
+                out,
+                name,
+                "counter",
+                "etcd watch events under the target's prefix, by type.",
+            );
+            for (kind, c) in [("put", &self.etcd_puts), ("delete", &self.etcd_deletes)] {
+                let _ = writeln!(
+                    out,
+                    "{name}{{grpc_target=\"{target}\",type=\"{kind}\"}} {}",
+                    c.load(Ordering::Relaxed)
+                );
+            }
+            for (name, help, c) in [
+                (
+                    "grpc_failover_etcd_resyncs_total",
+                    "Times the prefix was listed again because the watch's revision was compacted.",
+                    &self.etcd_resyncs,
+                ),
+                (
+                    "grpc_failover_etcd_watch_restarts_total",
+                    "Times a running etcd watch ended (lost connection, compaction, cancelled by etcd) and was opened again.",
+                    &self.etcd_watch_restarts,
+                ),
+            ] {
+                family(out, name, "counter", help);
+                let _ = writeln!(out, "{name}{{grpc_target=\"{target}\"}} {}", c.load(Ordering::Relaxed));
+            }
+        }
+    }
+}
+
 /// Writes a family's HELP and TYPE lines.
 pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");

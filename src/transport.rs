@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -339,8 +339,35 @@ impl std::fmt::Display for ConnError {
 
 impl std::error::Error for ConnError {}
 
-/// A connection's sender as the tower service tonic's client drives.
-pub struct Conn(pub Sender);
+/// A connection's sender as the tower service tonic's client drives, and where the attempt's
+/// message bytes are counted (when metrics are on).
+pub struct Conn(pub Sender, pub Option<Arc<WireBytes>>);
+
+/// The bytes of one unary attempt's messages as they went over the wire: compressed when the
+/// message was, without gRPC's 5-byte message prefix (gRFC A66's
+/// `*_total_compressed_message_size`).
+#[derive(Debug, Default)]
+pub struct WireBytes {
+    sent: AtomicU64,
+    rcvd: AtomicU64,
+}
+
+/// gRPC's length prefix: a compressed flag and a 4-byte length.
+const MESSAGE_PREFIX: u64 = 5;
+
+impl WireBytes {
+    /// The request message's bytes, once it was handed to the connection (0 before).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// The response message's bytes received (a unary response is one message).
+    pub fn rcvd(&self) -> u64 {
+        self.rcvd
+            .load(Ordering::Relaxed)
+            .saturating_sub(MESSAGE_PREFIX)
+    }
+}
 
 type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<http::Response<ResponseBody>, ConnError>> + Send>>;
@@ -362,6 +389,7 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
             h2: mut sender,
             resets,
         } = self.0.clone();
+        let wire = self.1.clone();
         Box::pin(async move {
             // A unary request is one message: collect it and queue HEADERS and one DATA frame
             // with END_STREAM back to back, so they normally leave in one write. Sent as tonic
@@ -378,6 +406,10 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
                 })?
                 .to_bytes();
             resets.room().await;
+            if let Some(w) = &wire {
+                let len = (bytes.len() as u64).saturating_sub(MESSAGE_PREFIX);
+                w.sent.store(len, Ordering::Relaxed);
+            }
             let (response, mut stream) = sender
                 .send_request(http::Request::from_parts(parts, ()), bytes.is_empty())
                 .map_err(|e| ConnError::new(e, true))?;
@@ -414,6 +446,7 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Conn {
             Ok(response?.map(|body| ResponseBody {
                 body,
                 _request: stream,
+                wire,
             }))
         })
     }
@@ -586,6 +619,7 @@ fn unprocessed(e: &h2::Error) -> bool {
 pub struct ResponseBody {
     body: h2::RecvStream,
     _request: h2::SendStream<Bytes>,
+    wire: Option<Arc<WireBytes>>,
 }
 
 impl http_body::Body for ResponseBody {
@@ -596,11 +630,15 @@ impl http_body::Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, h2::Error>>> {
-        let body = &mut self.body;
+        let this = &mut *self;
+        let body = &mut this.body;
         if !body.is_end_stream() {
             match std::task::ready!(body.poll_data(cx)) {
                 Some(Ok(data)) => {
                     let _ = body.flow_control().release_capacity(data.len());
+                    if let Some(w) = &this.wire {
+                        w.rcvd.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    }
                     return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
                 }
                 Some(Err(e)) => return Poll::Ready(Some(Err(e))),
@@ -626,7 +664,7 @@ pub async fn server_stream(
     path: &'static str,
     request: Bytes,
 ) -> Result<tonic::Streaming<Bytes>, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::with_origin(Conn(sender), origin);
+    let mut grpc = tonic::client::Grpc::with_origin(Conn(sender, None), origin);
     grpc.ready()
         .await
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;

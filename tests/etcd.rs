@@ -254,6 +254,8 @@ fn compaction_cancels_the_watch_and_the_set_converges() {
         .cloned()
         .collect::<Vec<_>>()
         == vec!["s1".to_string(), "s2".to_string()]));
+    // One re-listing, after the watch found its revision compacted.
+    assert_eq!(c.stats()["etcd"]["resyncs"], 1, "{}", c.stats());
 }
 
 #[test]
@@ -419,4 +421,94 @@ fn a_prefix_larger_than_one_response_is_listed_in_pages() {
     let c = etcd_client(&[&etcd], RR, "svc");
     assert_eq!(whoami(&c, 10_000).unwrap(), "a");
     assert_eq!(instances(&c).len(), 1206, "every record was listed");
+}
+
+/// Issue 21: the resolver's etcd events and the WRR weights in the client's metrics.
+#[test]
+fn etcd_events_and_registry_weights_are_counted() {
+    let mut etcd = Etcd::start();
+    let a = TestServer::start("a", &[]);
+    let b = TestServer::start("b", &[]);
+    let x = TestServer::start("x", &[]);
+    etcd.put_instance("svc", &a.addr, 5.0);
+    etcd.put_instance("svc", &b.addr, 20.0);
+    let c = etcd_client(&[&etcd], WRR, "svc");
+    assert!(wait_ready(&c, 2, Duration::from_secs(20)));
+    let count = |path: &str| c.stats()["etcd"][path].as_u64().unwrap();
+    // The two records were listed, not watched: no events yet.
+    assert_eq!(
+        (
+            count("puts"),
+            count("deletes"),
+            count("resyncs"),
+            count("watch_restarts")
+        ),
+        (0, 0, 0, 0)
+    );
+    etcd.put_instance("svc", &a.addr, 7.0);
+    assert!(eventually(Duration::from_secs(5), || instance(&c, &a.addr)
+        ["weight"]
+        == 7.0));
+    etcd.put_instance("svc", &x.addr, 1.0);
+    assert!(eventually(Duration::from_secs(5), || !instance(
+        &c, &x.addr
+    )
+    .is_null()));
+    etcd.delete(&format!("svc/{}", x.addr));
+    assert!(eventually(Duration::from_secs(5), || instance(&c, &x.addr).is_null()));
+    assert_eq!(
+        (
+            count("puts"),
+            count("deletes"),
+            count("resyncs"),
+            count("watch_restarts")
+        ),
+        (2, 1, 0, 0)
+    );
+    let text = c.metrics_text();
+    let t = "grpc_target=\"etcd:///svc\"";
+    for line in [
+        format!("grpc_failover_etcd_events_total{{{t},type=\"put\"}} 2"),
+        format!("grpc_failover_etcd_events_total{{{t},type=\"delete\"}} 1"),
+        format!("grpc_failover_etcd_resyncs_total{{{t}}} 0"),
+        format!("grpc_failover_etcd_watch_restarts_total{{{t}}} 0"),
+        // Every instance has a weight of its own: never a round robin fallback, and no
+        // weight at 0 or above 25 in the histogram (5, 7, 20 and x's 1).
+        format!("grpc_lb_wrr_rr_fallback_total{{{t}}} 0"),
+        format!("grpc_lb_wrr_endpoint_weight_not_yet_usable_total{{{t}}} 0"),
+        format!("grpc_lb_wrr_endpoint_weights_bucket{{{t},le=\"0\"}} 0"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    let sample = |name: &str| -> f64 {
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .unwrap()
+    };
+    let weights = sample(&format!("grpc_lb_wrr_endpoint_weights_count{{{t}}}"));
+    assert!(weights >= 2.0);
+    assert_eq!(
+        sample(&format!(
+            "grpc_lb_wrr_endpoint_weights_bucket{{{t},le=\"25\"}}"
+        )),
+        weights
+    );
+
+    // etcd goes away and comes back: the watch is opened again, from where it was (no
+    // re-listing), and follows the registry as before.
+    etcd.kill();
+    assert!(eventually(Duration::from_secs(10), || !c.stats()
+        ["resolver_error"]
+        .is_null()));
+    etcd.restart();
+    etcd.put_instance("svc", &a.addr, 9.0);
+    assert!(eventually(Duration::from_secs(15), || instance(
+        &c, &a.addr
+    )["weight"]
+        == 9.0));
+    assert!(count("watch_restarts") >= 1, "{}", c.stats());
+    assert_eq!((count("puts"), count("resyncs")), (3, 0), "{}", c.stats());
 }

@@ -65,6 +65,16 @@ fn not_serving_instance_stops_getting_calls_and_comes_back() {
         (Some(&20), Some(&20)),
         "{both:?}"
     );
+    // Two changes of a's health (to NOT_SERVING and back), none of b's.
+    let stats = c.stats();
+    assert_eq!(instance(&stats, &a.addr)["health_changes"], 2, "{stats}");
+    assert_eq!(instance(&stats, &b.addr)["health_changes"], 0, "{stats}");
+    let text = c.metrics_text();
+    let line = format!(
+        "grpc_failover_instance_health_changes_total{{grpc_target=\"static:///{},{}\",instance=\"{}\"}} 2",
+        a.addr, b.addr, a.addr
+    );
+    assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
 }
 
 #[test]
@@ -177,6 +187,7 @@ fn repeat_offender_is_ejected_for_longer() {
     }
     assert!(durations[1] > durations[0] + 200, "{durations:?}");
     assert_eq!(instance(&c.stats(), &bad.addr)["ejections"], 2);
+    assert_eq!(instance(&c.stats(), &bad.addr)["unejections"], 2);
 }
 
 #[test]

@@ -485,7 +485,32 @@ type Stats struct {
 	Policy             string          `json:"policy"`
 	Resolved           bool            `json:"resolved"`
 	ResolverError      string          `json:"resolver_error"`
+	Connections        ConnectionStats `json:"connections"`
+	WRR                *WRRStats       `json:"wrr"`  // weighted_round_robin only
+	Etcd               *EtcdStats      `json:"etcd"` // etcd targets only
 	Instances          []InstanceStats `json:"instances"`
+}
+
+// ConnectionStats counts the connection attempts of a client's instances (gRFC A94).
+type ConnectionStats struct {
+	AttemptsSucceeded uint64 `json:"attempts_succeeded"`
+	AttemptsFailed    uint64 `json:"attempts_failed"`
+	Disconnections    uint64 `json:"disconnections"`
+	Open              uint64 `json:"open"`
+}
+
+// WRRStats counts weighted round robin scheduler updates (gRFC A78).
+type WRRStats struct {
+	RRFallback                 uint64 `json:"rr_fallback"`                    // updates where no instance had a weight of its own
+	EndpointWeightNotYetUsable uint64 `json:"endpoint_weight_not_yet_usable"` // instances without a weight in their metadata
+}
+
+// EtcdStats counts what the etcd resolver saw.
+type EtcdStats struct {
+	Puts          uint64 `json:"puts"`
+	Deletes       uint64 `json:"deletes"`
+	Resyncs       uint64 `json:"resyncs"` // re-listings after the watch's revision was compacted
+	WatchRestarts uint64 `json:"watch_restarts"`
 }
 
 // InstanceStats is the state of one instance of a client's target.
@@ -498,6 +523,8 @@ type InstanceStats struct {
 	Ejected        bool            `json:"ejected"`
 	EjectedUntilMs uint64          `json:"ejected_until_ms"`
 	Ejections      uint64          `json:"ejections"`
+	Unejections    uint64          `json:"unejections"`
+	HealthChanges  uint64          `json:"health_changes"`
 	Calls          uint64          `json:"calls"`
 	Failures       uint64          `json:"failures"`
 	InFlight       uint64          `json:"in_flight"`

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::config::Policy;
+use crate::metrics::ResolverEvent;
 use crate::resolver::{Endpoint, ResolverSink};
 use crate::status::Status;
 use picker::{Empty, Pick, Picker};
@@ -32,6 +33,8 @@ struct Inner {
     policy: Policy,
     connect: ConnectConfig,
     max_in_flight: Option<u32>,
+    /// Whether the instances come from etcd (the etcd counters apply).
+    etcd: bool,
     subchannels: Mutex<Vec<Arc<Subchannel>>>,
     resolver: Mutex<ResolverState>,
     picker: ArcSwap<Picker>,
@@ -63,6 +66,7 @@ impl Balancer {
         policy: Policy,
         connect: ConnectConfig,
         max_in_flight: Option<u32>,
+        etcd: bool,
     ) -> Balancer {
         let (changed, _) = tokio::sync::watch::channel(0);
         Balancer {
@@ -71,6 +75,7 @@ impl Balancer {
                 policy,
                 connect,
                 max_in_flight,
+                etcd,
                 subchannels: Mutex::new(Vec::new()),
                 resolver: Mutex::new(ResolverState::default()),
                 picker: ArcSwap::from_pointee(Picker::empty(Empty::Unresolved(None))),
@@ -162,6 +167,18 @@ impl Balancer {
         self.inner.rebuild();
     }
 
+    /// The LB families of the client's metrics text (see [`LbCounters::write_text`]).
+    pub fn write_metrics(&self, out: &mut String, target: &str) {
+        let policy = self.inner.policy;
+        self.inner.connect.events.write_text(
+            out,
+            target,
+            policy == Policy::PickFirst,
+            policy == Policy::WeightedRoundRobin,
+            self.inner.etcd,
+        );
+    }
+
     /// Per-instance state for `gf_client_stats`.
     pub fn stats(&self) -> Value {
         let now = Instant::now();
@@ -170,9 +187,9 @@ impl Balancer {
         let instances: Vec<Value> = subs
             .iter()
             .map(|s| {
-                let (until, ejections) = {
+                let (until, ejections, unejections) = {
                     let e = s.ejection();
-                    (e.until.filter(|u| *u > now), e.count)
+                    (e.until.filter(|u| *u > now), e.count, e.unejections)
                 };
                 // Reported as wall-clock time, for people reading the stats.
                 let until_ms = until.map(|u| now_ms + (u - now).as_millis() as u64);
@@ -186,6 +203,8 @@ impl Balancer {
                     "ejected": until.is_some(),
                     "ejected_until_ms": until_ms,
                     "ejections": ejections,
+                    "unejections": unejections,
+                    "health_changes": s.health_changes(),
                     "calls": c.calls,
                     "failures": c.failures,
                     "in_flight": c.in_flight,
@@ -195,12 +214,20 @@ impl Balancer {
             })
             .collect();
         let resolver = self.inner.resolver.lock().expect("resolver lock");
-        json!({
+        let mut v = json!({
             "policy": match self.inner.policy { Policy::PickFirst => "pick_first", Policy::RoundRobin => "round_robin", Policy::WeightedRoundRobin => "weighted_round_robin" },
             "resolved": resolver.resolved,
             "resolver_error": resolver.error,
             "instances": instances,
-        })
+        });
+        let lb = self.inner.connect.events.stats(
+            self.inner.policy == Policy::WeightedRoundRobin,
+            self.inner.etcd,
+        );
+        if let (Some(v), Value::Object(lb)) = (v.as_object_mut(), lb) {
+            v.extend(lb);
+        }
+        v
     }
 
     pub fn close(&self) {
@@ -329,6 +356,13 @@ impl Inner {
                 detail.join("; ")
             )))
         };
+        if self.policy == Policy::WeightedRoundRobin && !ready.is_empty() {
+            self.connect.events.wrr_update(
+                ready
+                    .iter()
+                    .map(|s| crate::resolver::registry_weight(&s.metadata())),
+            );
+        }
         self.picker.store(Arc::new(Picker::new(
             self.policy,
             ready,
@@ -381,6 +415,12 @@ impl ResolverSink for Sink {
     fn error(&self, message: String) {
         if let Some(inner) = self.0.upgrade() {
             inner.error(message);
+        }
+    }
+
+    fn event(&self, e: ResolverEvent) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.connect.events.resolver_event(e);
         }
     }
 }

@@ -133,6 +133,7 @@ pub fn sweep(subs: &[Arc<Subchannel>], cfg: &OutlierDetection, now: Instant) -> 
             None => e.multiplier = e.multiplier.saturating_sub(1),
             Some(until) if until <= now => {
                 e.until = None;
+                e.unejections = e.unejections.saturating_add(1);
                 log::info!("outlier detection: {} returns", s.sc.addr);
                 changed = true;
             }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::attempt::{Attempt, Destination};
 use crate::backoff::Backoff;
 use crate::config::ConnectBackoff;
+use crate::metrics::LbCounters;
 use crate::status::{Code, Status};
 use crate::transport::{self, Sender, TransportConfig};
 
@@ -60,6 +61,9 @@ pub struct ConnectConfig {
     pub transport: TransportConfig,
     /// gRFC A17 health checking: the service name to watch, when enabled.
     pub health_service: Option<String>,
+    /// Where connection attempts and disconnections are counted (shared by the client's
+    /// subchannels).
+    pub events: Arc<LbCounters>,
 }
 
 /// Per-instance counters, written only through [`Picked`] (the attempts' feedback) and read
@@ -90,6 +94,8 @@ pub struct Ejection {
     pub multiplier: u32,
     /// Ejections so far, for stats.
     pub count: u32,
+    /// Returns from ejection so far, for stats.
+    pub unejections: u32,
 }
 
 pub struct Subchannel {
@@ -108,6 +114,10 @@ pub struct Subchannel {
     /// Active health (gRFC A17): HEALTH_SERVING, or HEALTH_PENDING until the first answer of a
     /// new connection, or HEALTH_NOT_SERVING.
     health: AtomicU8,
+    /// The last health answer (true before the first), and how often an answer differed from
+    /// the one before it.
+    last_answer: AtomicBool,
+    health_changes: AtomicU64,
     ejection: Mutex<Ejection>,
     /// The keepalive time of this instance's next connections, in ms (0: off). Starts at the
     /// client's `keepalive_time_ms`; doubled each time the server says "too_many_pings".
@@ -138,6 +148,8 @@ impl Subchannel {
             counters: Counters::default(),
             last_error: Mutex::new(None),
             health: AtomicU8::new(HEALTH_SERVING),
+            last_answer: AtomicBool::new(true),
+            health_changes: AtomicU64::new(0),
             ejection: Mutex::new(Ejection::default()),
             keepalive_ms: AtomicU64::new(0),
             shutdown: CancellationToken::new(),
@@ -175,14 +187,24 @@ impl Subchannel {
         self.health.load(Ordering::Acquire) == HEALTH_PENDING
     }
 
-    /// Returns true when the health state changed.
+    /// Takes a health answer. Returns true when the health state changed (which includes the
+    /// first answer of a connection).
     pub fn set_healthy(&self, healthy: bool) -> bool {
+        if self.last_answer.swap(healthy, Ordering::AcqRel) != healthy {
+            self.health_changes.fetch_add(1, Ordering::Relaxed);
+        }
         let v = if healthy {
             HEALTH_SERVING
         } else {
             HEALTH_NOT_SERVING
         };
         self.health.swap(v, Ordering::AcqRel) != v
+    }
+
+    /// Health answers that differed from the instance's answer before (the first counts when it
+    /// is "not serving").
+    pub fn health_changes(&self) -> u64 {
+        self.health_changes.load(Ordering::Relaxed)
     }
 
     /// The outlier ejection state; outlier detection changes it under this lock.
@@ -392,6 +414,7 @@ impl Subchannel {
                         return;
                     }
                     self.failed_since_ready.store(false, Ordering::Release);
+                    cfg.events.connection_attempt(true);
                     self.set_state(State::Ready, &*on_change);
                     let closed = tokio::select! {
                         _ = self.shutdown.cancelled() => None,
@@ -403,6 +426,7 @@ impl Subchannel {
                     if let Some(task) = health {
                         task.abort();
                     }
+                    cfg.events.disconnected();
                     let Some(closed) = closed else { return };
                     self.sender.store(None);
                     if closed.too_many_pings {
@@ -413,6 +437,7 @@ impl Subchannel {
                     self.set_state(State::Idle, &*on_change);
                 }
                 Err(e) => {
+                    cfg.events.connection_attempt(false);
                     let delay = backoff.next_delay();
                     log::debug!(
                         "subchannel {}: {e}; next attempt in {} ms",

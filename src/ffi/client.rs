@@ -242,9 +242,13 @@ pub extern "C" fn gf_close(client: *mut gf_client) {
 /// calls, calls_failed, attempts, retries, transparent_retries, hedges, hedges_won (calls won
 /// by a hedge other than the first attempt), throttled_retries,
 /// retry_tokens, worker_threads (the library runtime's, process-wide), policy, resolved,
-/// resolver_error, and per instance: address, weight, metadata, state, healthy, ejected,
-/// ejected_until_ms, ejections, calls, failures, in_flight, last_error, keepalive_time_ms (null:
-/// off; doubled after a GOAWAY "too_many_pings" from that instance).
+/// resolver_error; `connections` (attempts_succeeded, attempts_failed, disconnections, open);
+/// for weighted_round_robin `wrr` (rr_fallback, endpoint_weight_not_yet_usable: see
+/// `gf_client_metrics`); for an etcd target `etcd` (puts, deletes: watch events; resyncs:
+/// re-listings after a compaction; watch_restarts); and per instance: address, weight,
+/// metadata, state, healthy, ejected, ejected_until_ms, ejections, unejections,
+/// health_changes, calls, failures, in_flight, last_error, keepalive_time_ms (null: off;
+/// doubled after a GOAWAY "too_many_pings" from that instance).
 ///
 /// `json_out` is required; on 0 it receives a string the caller frees with `gf_string_free`;
 /// untouched otherwise. `error_out` as in `gf_connect`. Never blocks. Thread-safe.
@@ -275,7 +279,20 @@ pub extern "C" fn gf_client_stats(
 ///   transparent_retries, hedges, hedges_won and throttled_retries (`_total` counters, label
 ///   `grpc_target`), retries_by_reason_total (label `reason`: the status code retried), and per
 ///   instance (label `instance`, its address) picks, failures, in-flight attempts, ejections,
-///   whether it is ejected, and its connection state.
+///   unejections, whether it is ejected, health changes, whether it is healthy, and its
+///   connection state; for an etcd target, `grpc_failover_etcd_events_total` (label `type`:
+///   put, delete), `grpc_failover_etcd_resyncs_total` and
+///   `grpc_failover_etcd_watch_restarts_total`.
+/// - the gRFC A94 subchannel metrics: `grpc_subchannel_connection_attempts_succeeded_total`,
+///   `grpc_subchannel_connection_attempts_failed_total`, `grpc_subchannel_disconnections_total`
+///   and `grpc_subchannel_open_connections`; under pick_first also A78's
+///   `grpc_lb_pick_first_*` names for the same counts.
+/// - under weighted_round_robin, the gRFC A78 metrics, counted at each scheduler (picker)
+///   update: `grpc_lb_wrr_rr_fallback_total` (updates where no instance had a positive weight
+///   in its etcd metadata, so the schedule was plain round robin),
+///   `grpc_lb_wrr_endpoint_weight_not_yet_usable_total` (instances without a weight in their
+///   metadata, which take weight 1), `grpc_lb_wrr_endpoint_weight_stale_total` (always 0:
+///   registry weights do not expire) and the `grpc_lb_wrr_endpoint_weights` histogram.
 ///
 /// `text_out` is required; on 0 it receives a string the caller frees with `gf_string_free`;
 /// untouched otherwise. `error_out` as in `gf_connect`. Returns 0, 3 INVALID_ARGUMENT for a NULL

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{decode_record, Endpoint, ResolverSink};
 use crate::backoff::Backoff;
 use crate::config::EtcdOptions;
+use crate::metrics::ResolverEvent;
 use crate::tls::Tls;
 
 /// Connects an etcd client, over TLS when `tls` is given (loaded from `opts.tls`). Lazy for
@@ -65,6 +66,8 @@ struct Known {
     /// Keys whose record was skipped as invalid, so that each is warned about once, not at
     /// every re-list.
     skipped: HashSet<Vec<u8>>,
+    /// A watch is running (etcd said it was created): when it ends, that is a watch restart.
+    watching: bool,
 }
 
 impl Known {
@@ -107,9 +110,15 @@ pub async fn watch_prefix(
             Err(WatchEnd::Compacted(why)) => {
                 log::info!("etcd resolver for {prefix:?}: {why}; listing again");
                 known.revision = None;
+                sink.event(ResolverEvent::Resync);
+                sink.event(ResolverEvent::WatchRestart);
+                known.watching = false;
                 continue;
             }
             Err(WatchEnd::Failed(e)) => {
+                if std::mem::take(&mut known.watching) {
+                    sink.event(ResolverEvent::WatchRestart);
+                }
                 log::warn!("etcd resolver for {prefix:?}: {e}; retrying");
                 sink.error(e);
             }
@@ -255,10 +264,15 @@ async fn follow_once(
         }
         if msg.created() {
             backoff.reset();
+            known.watching = true;
         }
         let mut changed = false;
         for event in msg.events() {
             let Some(kv) = event.kv() else { continue };
+            sink.event(match event.event_type() {
+                EventType::Put => ResolverEvent::Put,
+                EventType::Delete => ResolverEvent::Delete,
+            });
             match event.event_type() {
                 EventType::Put => match known.decode(kv.key(), kv.value()) {
                     Some(e) => {

@@ -35,6 +35,8 @@ pub trait ResolverSink: Send + Sync + 'static {
     fn update(&self, endpoints: Vec<Endpoint>);
     /// The registry could not be read; the last known set stays in use.
     fn error(&self, message: String);
+    /// Something happened in the registry (counted for metrics).
+    fn event(&self, _event: crate::metrics::ResolverEvent) {}
 }
 
 /// Decodes an etcd record in the layout of etcd's Go `naming/endpoints` package:
@@ -87,13 +89,18 @@ fn metadata_field(metadata: &Value, key: &str) -> Option<Value> {
 /// holds such an object); 1 when absent or not a non-negative finite JSON number (a string
 /// such as "3" is not a number); at most [`MAX_WEIGHT`].
 pub fn weight_of(metadata: &Value) -> f64 {
-    let number = match metadata_field(metadata, "weight") {
-        Some(Value::Number(n)) => n.as_f64(),
+    registry_weight(metadata).unwrap_or(1.0)
+}
+
+/// The weight an instance's metadata gives it, None when it gives none that is usable (see
+/// [`weight_of`]).
+pub fn registry_weight(metadata: &Value) -> Option<f64> {
+    match metadata_field(metadata, "weight") {
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|w| w.is_finite() && *w >= 0.0)
+            .map(|w| w.min(MAX_WEIGHT)),
         _ => None,
-    };
-    match number {
-        Some(w) if w.is_finite() && w >= 0.0 => w.min(MAX_WEIGHT),
-        _ => 1.0,
     }
 }
 

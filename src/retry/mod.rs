@@ -5,6 +5,7 @@
 pub mod throttle;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -17,6 +18,7 @@ use crate::client::CallResult;
 use crate::config::{HedgingPolicy, RetryPolicy};
 use crate::metrics::{MethodLabel, Metrics};
 use crate::status::{Code, Status};
+use crate::transport::WireBytes;
 use throttle::Throttle;
 
 /// Client-wide counters for `gf_client_stats`.
@@ -48,6 +50,50 @@ pub struct CallAttempts<'a> {
     pub metrics: Option<(&'a Metrics, MethodLabel)>,
 }
 
+/// One attempt as A66 records it: started now, ended by [`AttemptRecord::end`], or, when the
+/// attempt is dropped unfinished (a hedge that lost, a cancelled call), ended CANCELLED.
+struct AttemptRecord<'a> {
+    metrics: &'a Metrics,
+    label: MethodLabel,
+    started: std::time::Instant,
+    /// The message bytes as the connection sent and received them.
+    wire: Arc<WireBytes>,
+    ended: bool,
+}
+
+impl<'a> AttemptRecord<'a> {
+    fn start(metrics: &'a Metrics, label: MethodLabel) -> Self {
+        metrics.attempt_started(label);
+        AttemptRecord {
+            metrics,
+            label,
+            started: std::time::Instant::now(),
+            wire: Arc::default(),
+            ended: false,
+        }
+    }
+
+    fn end(mut self, code: Code) {
+        self.record(code);
+    }
+
+    fn record(&mut self, code: Code) {
+        self.ended = true;
+        let took = self.started.elapsed();
+        let (sent, rcvd) = (self.wire.sent(), self.wire.rcvd());
+        self.metrics
+            .attempt_ended(self.label, code, took, sent, rcvd);
+    }
+}
+
+impl Drop for AttemptRecord<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.record(Code::Cancelled);
+        }
+    }
+}
+
 /// A6: transparent retries are for attempts that never left the client; bound them so a
 /// connection that keeps refusing streams cannot spin.
 const MAX_TRANSPARENT_RETRIES: u32 = 8;
@@ -58,27 +104,19 @@ impl CallAttempts<'_> {
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()));
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
-        let started = self.metrics.map(|(m, label)| {
-            m.attempt_started(label);
-            std::time::Instant::now()
-        });
+        let record = self
+            .metrics
+            .map(|(m, label)| AttemptRecord::start(m, label));
         let a = attempt::run(
             picked.destination(),
             &self.request,
             timeout,
             previous_attempts,
+            record.as_ref().map(|r| r.wire.clone()),
         )
         .await;
-        if let (Some((m, label)), Some(t0)) = (self.metrics, started) {
-            // Message bytes as sent and received: the compressed size for an uncompressed
-            // message; for a gzip request, its size before compression.
-            m.attempt_ended(
-                label,
-                a.result.status.code,
-                t0.elapsed(),
-                self.request.message.len() as u64,
-                a.result.response.len() as u64,
-            );
+        if let Some(r) = record {
+            r.end(a.result.status.code);
         }
         picked.finish(&a);
         a

@@ -488,8 +488,10 @@ class Client:
 
         Keys: target, calls, calls_failed, attempts, retries, transparent_retries, hedges,
         hedges_won, throttled_retries, retry_tokens, worker_threads, policy, resolved,
-        resolver_error, and ``instances``, each with address, weight, metadata, state,
-        healthy, ejected, calls, failures, in_flight, last_error and more.
+        resolver_error, connections, wrr (weighted round robin), etcd (etcd targets), and
+        ``instances``, each with address, weight, metadata, state, healthy, ejected,
+        ejections, unejections, health_changes, calls, failures, in_flight, last_error and
+        more.
         """
         stats: Dict[str, Any] = json.loads(self._string_from(fast.gf_client_stats))
         return stats
