@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Go binding's tests (make test-go): gofmt and go vet, then go test in each of its modules
-# (the binding, grpcstatus, grpcconn, interop) normally and under -race, and the binding's tests in
-# the GC stress mode, which collects garbage around every cgo call to catch a missing
-# runtime.KeepAlive. Needs make build first; the tests start their own etcd and gf-testserver
+# (the binding, grpcstatus, grpcconn, interop, prometheus) normally and under -race, and the
+# binding's tests in the GC stress mode, which collects garbage around every cgo call to catch
+# a missing runtime.KeepAlive. Needs make build first; the tests start their own etcd and gf-testserver
 # processes. grpcconn's tests call through stubs generated here first from tests/proto/echo.proto
 # (protoc, and the Go plugins built with go install); nothing generated is committed.
 set -euo pipefail
@@ -16,7 +16,7 @@ fi
 for tool in go etcd etcdctl; do
     command -v "$tool" >/dev/null || { echo "run_tests.sh: $tool not found (Go 1.22+; make deps installs etcd)" >&2; exit 1; }
 done
-modules=(. grpcstatus grpcconn interop)
+modules=(. grpcstatus grpcconn interop prometheus)
 
 run() {
     echo "+ $*"
