@@ -123,6 +123,18 @@ fn handshake_failed(addr: &str, e: &h2::Error, tls: Option<&crate::tls::Tls>) ->
              serves TLS, set \"tls\" in the options"
         )
         }
+        // A TLS server closes at once on our plaintext preface; its alert can be lost with
+        // the reset, as above.
+        _ if tls.is_none()
+            && e.get_io().is_some_and(|io| {
+                matches!(io.kind(), ConnectionReset | BrokenPipe | UnexpectedEof)
+            }) =>
+        {
+            format!(
+                "HTTP/2 handshake with {addr}: {e}: the server closed the connection at once; \
+                 if it serves TLS, set \"tls\" in the options"
+            )
+        }
         _ => format!("HTTP/2 handshake with {addr}: {e}"),
     }
 }
