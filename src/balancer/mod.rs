@@ -1,14 +1,18 @@
 //! The balancer owns one subchannel per instance, follows the resolver's instance sets, and
-//! rebuilds the picker whenever an instance's state, weight or health changes.
+//! rebuilds the picker whenever an instance's state, weight or health changes. Subchannel
+//! state changes are coalesced: the first one in a quiet period rebuilds at once, the ones
+//! that follow within [`REBUILD_WINDOW`] share one rebuild at its end, so 10,000 instances
+//! connecting cost a few hundred rebuilds, not 10,000.
 
 pub mod health;
 pub mod outlier;
 pub mod picker;
 pub mod subchannel;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use serde_json::{json, Value};
@@ -44,7 +48,19 @@ struct Inner {
     /// would produce the same non-empty list keeps the current picker, so a state change
     /// elsewhere (a dead instance's reconnect attempts) does not restart the rotation.
     rebuilding: Mutex<Vec<(usize, u64)>>,
+    coalesce: Mutex<Coalesce>,
     closed: AtomicBool,
+}
+
+/// How long state changes after a rebuild wait to share the next one.
+pub(crate) const REBUILD_WINDOW: Duration = Duration::from_millis(2);
+
+#[derive(Default)]
+struct Coalesce {
+    /// When the last rebuild started.
+    last: Option<Instant>,
+    /// A trailing rebuild is scheduled.
+    pending: bool,
 }
 
 #[derive(Default)]
@@ -81,6 +97,7 @@ impl Balancer {
                 picker: ArcSwap::from_pointee(Picker::empty(Empty::Unresolved(None))),
                 changed,
                 rebuilding: Mutex::new(Vec::new()),
+                coalesce: Mutex::new(Coalesce::default()),
                 closed: AtomicBool::new(false),
             }),
         }
@@ -179,8 +196,12 @@ impl Balancer {
         );
     }
 
-    /// Per-instance state for `gf_client_stats`.
+    /// Per-instance state for `gf_client_stats`. A rebuild still waiting out its coalescing
+    /// window runs first, so that an instance reported READY here is also in the picker.
     pub fn stats(&self) -> Value {
+        if self.inner.coalesce.lock().expect("coalesce lock").pending {
+            self.inner.rebuild();
+        }
         let now = Instant::now();
         let now_ms = unix_ms();
         let subs = self.subchannels();
@@ -254,13 +275,16 @@ impl Inner {
             if self.closed.load(Ordering::Acquire) {
                 return;
             }
+            // Keyed by address, so an update costs O(instances), not O(instances^2).
+            let mut old: HashMap<String, Arc<Subchannel>> =
+                subs.drain(..).map(|s| (s.addr.clone(), s)).collect();
+            let mut seen: HashSet<String> = HashSet::with_capacity(endpoints.len());
             let mut next: Vec<Arc<Subchannel>> = Vec::with_capacity(endpoints.len());
             for e in endpoints {
-                if next.iter().any(|s| s.addr == e.addr) {
+                if !seen.insert(e.addr.clone()) {
                     continue;
                 }
-                if let Some(pos) = subs.iter().position(|s| s.addr == e.addr) {
-                    let sc = subs.swap_remove(pos);
+                if let Some(sc) = old.remove(&e.addr) {
                     sc.set_endpoint_info(e.weight, e.metadata);
                     next.push(sc);
                     continue;
@@ -270,7 +294,7 @@ impl Inner {
                         let weak: Weak<Inner> = Arc::downgrade(self);
                         let on_change = Arc::new(move || {
                             if let Some(inner) = weak.upgrade() {
-                                inner.rebuild();
+                                inner.request_rebuild();
                             }
                         });
                         sc.clone().start(self.connect.clone(), on_change);
@@ -279,7 +303,7 @@ impl Inner {
                     Err(why) => log::warn!("skipping instance: {why}"),
                 }
             }
-            for gone in subs.drain(..) {
+            for gone in old.into_values() {
                 gone.shutdown();
             }
             *subs = next;
@@ -297,12 +321,53 @@ impl Inner {
         self.rebuild();
     }
 
+    /// A subchannel changed state: rebuild now if no rebuild started within the last
+    /// [`REBUILD_WINDOW`], else once at the end of that window (one rebuild for all the
+    /// changes in between).
+    fn request_rebuild(self: &Arc<Self>) {
+        let now = Instant::now();
+        let due = {
+            let mut c = self.coalesce.lock().expect("coalesce lock");
+            if c.pending {
+                return;
+            }
+            match c.last {
+                Some(last) if now < last + REBUILD_WINDOW => {
+                    c.pending = true;
+                    Some(last + REBUILD_WINDOW)
+                }
+                _ => None,
+            }
+        };
+        let Some(due) = due else {
+            self.rebuild();
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let weak = Arc::downgrade(self);
+                rt.spawn(async move {
+                    tokio::time::sleep_until(due).await;
+                    if let Some(inner) = weak.upgrade() {
+                        inner.coalesce.lock().expect("coalesce lock").pending = false;
+                        inner.rebuild();
+                    }
+                });
+            }
+            Err(_) => {
+                self.coalesce.lock().expect("coalesce lock").pending = false;
+                self.rebuild();
+            }
+        }
+    }
+
     fn rebuild(&self) {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
         let mut built_from = self.rebuilding.lock().expect("rebuild lock");
         let now = Instant::now();
+        self.coalesce.lock().expect("coalesce lock").last = Some(now);
         let subs = self.subchannels.lock().expect("subchannels lock").clone();
         let (resolved, resolver_error) = {
             let r = self.resolver.lock().expect("resolver lock");

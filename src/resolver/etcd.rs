@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{decode_record, Endpoint, ResolverSink};
@@ -242,25 +243,46 @@ async fn follow_once(
         watch,
     )
     .await?;
-    loop {
-        let msg = match stream.message().await {
-            Ok(Some(msg)) => msg,
-            Ok(None) => return Err(format!("etcd watch {key_prefix:?}: stream ended").into()),
-            Err(e) => return Err(format!("etcd watch {key_prefix:?}: {e}").into()),
+    // Changes reach the sink at most once per UPDATE_WINDOW: the first change after a quiet
+    // period at once, the rest of a burst (10,000 instances registering) together at the end
+    // of the window. Each update costs O(instances), so one per key would be O(instances^2).
+    let mut last_update: Option<Instant> = None;
+    let mut dirty = false;
+    let end = loop {
+        let next = if dirty {
+            let due = last_update.map_or_else(Instant::now, |t| t + UPDATE_WINDOW);
+            tokio::select! {
+                m = stream.message() => Some(m),
+                _ = tokio::time::sleep_until(due) => None,
+            }
+        } else {
+            Some(stream.message().await)
+        };
+        let msg = match next {
+            None => {
+                sink.update(dedup(&known.instances));
+                last_update = Some(Instant::now());
+                dirty = false;
+                continue;
+            }
+            Some(Ok(Some(msg))) => msg,
+            Some(Ok(None)) => {
+                break WatchEnd::Failed(format!("etcd watch {key_prefix:?}: stream ended"))
+            }
+            Some(Err(e)) => break WatchEnd::Failed(format!("etcd watch {key_prefix:?}: {e}")),
         };
         if msg.compact_revision() > 0 {
-            return Err(WatchEnd::Compacted(format!(
+            break WatchEnd::Compacted(format!(
                 "etcd watch {key_prefix:?} from revision {} was compacted (compact revision {})",
                 known.revision.unwrap_or(0) + 1,
                 msg.compact_revision()
-            )));
+            ));
         }
         if msg.canceled() {
-            return Err(format!(
+            break WatchEnd::Failed(format!(
                 "etcd watch {key_prefix:?} cancelled: {}",
                 msg.cancel_reason()
-            )
-            .into());
+            ));
         }
         if msg.created() {
             backoff.reset();
@@ -298,20 +320,34 @@ async fn follow_once(
             }
         }
         if changed || msg.created() {
-            sink.update(dedup(&known.instances));
+            let now = Instant::now();
+            if msg.created() || last_update.map_or(true, |t| now >= t + UPDATE_WINDOW) {
+                sink.update(dedup(&known.instances));
+                last_update = Some(now);
+                dirty = false;
+            } else {
+                dirty = true;
+            }
         }
+    };
+    // Whatever was held back for the window is not lost with the watch.
+    if dirty {
+        sink.update(dedup(&known.instances));
     }
+    Err(end)
 }
+
+/// How long changes after an update wait to share the next one (see the watch loop).
+const UPDATE_WINDOW: Duration = Duration::from_millis(5);
 
 /// One endpoint per address (two keys may name the same address; the first key wins).
 fn dedup(instances: &BTreeMap<Vec<u8>, Endpoint>) -> Vec<Endpoint> {
-    let mut out: Vec<Endpoint> = Vec::with_capacity(instances.len());
-    for e in instances.values() {
-        if !out.iter().any(|o| o.addr == e.addr) {
-            out.push(e.clone());
-        }
-    }
-    out
+    let mut seen: HashSet<&str> = HashSet::with_capacity(instances.len());
+    instances
+        .values()
+        .filter(|e| seen.insert(e.addr.as_str()))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
