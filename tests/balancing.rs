@@ -473,3 +473,63 @@ fn client_stats_report_each_instance_and_the_client_totals() {
         "{b}"
     );
 }
+
+/// Issue 23: 300 instances registered in etcd while a client is already calling (one
+/// gf-testserver on 300 ports, the puts in transactions of 100) all become known, READY and
+/// picked: round_robin over 900 calls reaches every one of them.
+#[test]
+fn three_hundred_instances_put_while_calling_all_receive_calls() {
+    let etcd = Etcd::start();
+    let server = TestServer::start("many", &["--ports", "300", "--no-health"]);
+    assert_eq!(server.addrs.len(), 300);
+    let c = etcd_client(&etcd, RR, "svc/many");
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = whoami(&c, 1000);
+            }
+        });
+        let mut kv = block_on(etcd_client::Client::connect([etcd.endpoint.clone()], None)).unwrap();
+        for chunk in server.addrs.chunks(100) {
+            let ops: Vec<etcd_client::TxnOp> = chunk
+                .iter()
+                .map(|a| {
+                    etcd_client::TxnOp::put(
+                        format!("svc/many/{a}"),
+                        format!(r#"{{"Op":0,"Addr":"{a}","Metadata":{{"weight":1}}}}"#),
+                        None,
+                    )
+                })
+                .collect();
+            block_on(kv.txn(etcd_client::Txn::new().and_then(ops))).unwrap();
+        }
+        assert_ready(&c, 300);
+        stop.store(true, Ordering::Relaxed);
+    });
+    let before: BTreeMap<String, u64> = instances(&c)
+        .iter()
+        .map(|i| {
+            (
+                i["address"].as_str().unwrap().to_string(),
+                i["calls"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for _ in 0..900 {
+        whoami(&c, 5000).unwrap();
+    }
+    let got: BTreeMap<String, u64> = instances(&c)
+        .iter()
+        .map(|i| {
+            let addr = i["address"].as_str().unwrap().to_string();
+            let calls = i["calls"].as_u64().unwrap() - before[&addr];
+            (addr, calls)
+        })
+        .collect();
+    assert_eq!(got.len(), 300);
+    let mut want: Vec<&String> = server.addrs.iter().collect();
+    want.sort();
+    assert_eq!(got.keys().collect::<Vec<_>>(), want);
+    assert!(got.values().all(|&n| n == 3), "{got:?}");
+}

@@ -13,7 +13,10 @@
 //! - `grpc.health.v1.Health/Check` and `/Watch` (protobuf), for "" and any service name;
 //!   `/gf.test.Control/SetServing` with body `SERVING` or `NOT_SERVING` flips the status.
 //!
-//! Flags: --listen 127.0.0.1:PORT (0 = pick; prints `listening <addr>` first), --name,
+//! Flags: --listen 127.0.0.1:PORT (0 = pick; prints `listening <addr>` first), --ports N (listen
+//! on N ports of that host, one `listening` line each: PORT..PORT+N-1, or N picked ports for
+//! port 0; the scale benchmark's thousands of instances in a few processes; --etcd registers
+//! the first), --name,
 //! --fail-rate F, --fail-code C, --delay-ms N, --pushback-ms N, --no-health (no health
 //! service: UNIMPLEMENTED), --fail-after-headers (injected failures come after the response
 //! headers, so the call is committed), --die-after-headers (the process exits after sending the
@@ -49,6 +52,7 @@ use tonic::{Code, Request, Response, Status};
 #[derive(Clone, Debug)]
 struct Config {
     listen: String,
+    ports: u16,
     name: String,
     fail_rate: f64,
     fail_code: i32,
@@ -70,7 +74,7 @@ struct Config {
 fn usage(msg: &str) -> ! {
     eprintln!("gf-testserver: {msg}");
     eprintln!(
-        "usage: gf-testserver [--listen 127.0.0.1:PORT] [--name NAME] [--fail-rate F] [--fail-code C] \
+        "usage: gf-testserver [--listen 127.0.0.1:PORT [--ports N]] [--name NAME] [--fail-rate F] [--fail-code C] \
          [--delay-ms N] [--pushback-ms N] [--no-health] [--compress] [--fail-after-headers] [--die-after-headers] [--etcd ENDPOINTS --prefix P [--weight W] [--ttl S]] \
          [--tls-cert FILE --tls-key FILE [--client-ca FILE]]"
     );
@@ -80,6 +84,7 @@ fn usage(msg: &str) -> ! {
 fn parse_args() -> Config {
     let mut c = Config {
         listen: "127.0.0.1:0".into(),
+        ports: 1,
         name: "gf-testserver".into(),
         fail_rate: 0.0,
         fail_code: Code::Unavailable as i32,
@@ -109,6 +114,7 @@ fn parse_args() -> Config {
         }
         match flag.as_str() {
             "--listen" => c.listen = value(),
+            "--ports" => c.ports = num(&flag, value()),
             "--name" => c.name = value(),
             "--fail-rate" => c.fail_rate = num(&flag, value()),
             "--fail-code" => c.fail_code = num(&flag, value()),
@@ -172,11 +178,11 @@ fn main() {
 }
 
 async fn run(cfg: Config) {
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .unwrap_or_else(|e| usage(&format!("cannot listen on {}: {e}", cfg.listen)));
-    let addr = listener.local_addr().expect("bound address");
-    println!("listening {addr}");
+    let listeners = bind(&cfg).await;
+    let addr = listeners[0].local_addr().expect("bound address");
+    for l in &listeners {
+        println!("listening {}", l.local_addr().expect("bound address"));
+    }
     let _ = std::io::stdout().flush();
 
     let registration = match &cfg.etcd {
@@ -218,11 +224,46 @@ async fn run(cfg: Config) {
     });
     // Every connection task holds a clone; recv() returns None once all of them have ended.
     let (conn_alive, mut conns_done) = tokio::sync::mpsc::channel::<()>(1);
+    // With --ports, one accepting task per port, all feeding the loop below; one port is
+    // accepted in that loop itself (no hop: a refused TLS client sees the server's alert before
+    // the connection closes, which the TLS tests read).
+    let mut listeners = listeners;
+    let single = (listeners.len() == 1).then(|| listeners.remove(0));
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::channel(64);
+    let acceptors: Vec<_> = listeners
+        .into_iter()
+        .map(|listener| {
+            let accepted = accepted_tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, _)) => {
+                            if accepted.send(stream).await.is_err() {
+                                return;
+                            }
+                        }
+                        // Out of file descriptors, say: do not spin on it.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(accepted_tx);
     let accept = async {
         loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(s) => s,
-                Err(_) => continue,
+            let stream: tokio::net::TcpStream = match &single {
+                Some(listener) => match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                },
+                None => match accepted.recv().await {
+                    Some(stream) => stream,
+                    None => return,
+                },
             };
             let _ = stream.set_nodelay(true);
             let server = server.clone();
@@ -258,7 +299,10 @@ async fn run(cfg: Config) {
     }
     // The drain, in the order a graceful restart needs: no new connections, out of the
     // registry, NOT_SERVING for the health watchers, then GOAWAY and the calls in flight.
-    drop(listener);
+    drop(single);
+    for a in &acceptors {
+        a.abort();
+    }
     if let Some(r) = registration {
         if let Err(e) = r.deregister().await {
             eprintln!("gf-testserver: deregister: {e}");
@@ -280,6 +324,27 @@ async fn run(cfg: Config) {
         );
     }
     std::process::exit(0);
+}
+
+/// Binds `--listen`, and with `--ports N` the N-1 ports after it (or N-1 more picked ports).
+async fn bind(cfg: &Config) -> Vec<tokio::net::TcpListener> {
+    let first: std::net::SocketAddr = cfg
+        .listen
+        .parse()
+        .unwrap_or_else(|e| usage(&format!("--listen {}: {e}", cfg.listen)));
+    let mut out = Vec::with_capacity(cfg.ports.max(1) as usize);
+    for i in 0..cfg.ports.max(1) {
+        let mut at = first;
+        if first.port() != 0 {
+            let port = first.port().checked_add(i);
+            at.set_port(port.unwrap_or_else(|| usage("--ports: past port 65535")));
+        }
+        match tokio::net::TcpListener::bind(at).await {
+            Ok(l) => out.push(l),
+            Err(e) => usage(&format!("cannot listen on {at}: {e}")),
+        }
+    }
+    out
 }
 
 /// Serves HTTP/2 on one connection until it ends or, once the server drains, until its calls

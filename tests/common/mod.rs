@@ -19,6 +19,8 @@ pub fn testserver_bin() -> &'static str {
 /// A gf-testserver child process.
 pub struct TestServer {
     pub addr: String,
+    /// Every address it listens on: `addr` alone, or `--ports N` of them (`addr` first).
+    pub addrs: Vec<String>,
     pub name: String,
     args: Vec<String>,
     child: Option<Child>,
@@ -33,9 +35,10 @@ impl TestServer {
 
     pub fn start_on(name: &str, listen: &str, args: &[&str]) -> TestServer {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, addr) = spawn_server(name, listen, &args);
+        let (child, addrs) = spawn_server(name, listen, &args);
         TestServer {
-            addr,
+            addr: addrs[0].clone(),
+            addrs,
             name: name.to_string(),
             args,
             child: Some(child),
@@ -98,8 +101,8 @@ impl TestServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let (child, addr) = spawn_server(&self.name, &self.addr, &self.args);
-        assert_eq!(addr, self.addr);
+        let (child, addrs) = spawn_server(&self.name, &self.addr, &self.args);
+        assert_eq!(addrs[0], self.addr);
         self.child = Some(child);
     }
 }
@@ -110,7 +113,12 @@ impl Drop for TestServer {
     }
 }
 
-fn spawn_server(name: &str, listen: &str, args: &[String]) -> (Child, String) {
+fn spawn_server(name: &str, listen: &str, args: &[String]) -> (Child, Vec<String>) {
+    let ports: usize = args
+        .iter()
+        .position(|a| a == "--ports")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(1);
     let mut child = Command::new(testserver_bin())
         .args(["--name", name, "--listen", listen])
         .args(args)
@@ -120,14 +128,17 @@ fn spawn_server(name: &str, listen: &str, args: &[String]) -> (Child, String) {
         .expect("start gf-testserver");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let first = lines
-        .next()
-        .expect("gf-testserver printed nothing")
-        .expect("read stdout");
-    let addr = first
-        .strip_prefix("listening ")
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-        .to_string();
+    let mut addrs = Vec::with_capacity(ports);
+    for _ in 0..ports {
+        let line = lines
+            .next()
+            .expect("gf-testserver printed nothing")
+            .expect("read stdout");
+        let addr = line
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+        addrs.push(addr.to_string());
+    }
     // A server that registers itself prints "registered <key>" once the key is in etcd: wait for
     // it, so a test sees the key at once (the registration runs after the listener is up).
     if args.iter().any(|a| a == "--etcd") {
@@ -139,7 +150,7 @@ fn spawn_server(name: &str, listen: &str, args: &[String]) -> (Child, String) {
     }
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (child, addrs)
 }
 
 pub fn signal(pid: u32, sig: i32) {
