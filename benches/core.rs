@@ -6,6 +6,7 @@
 //!   core pick <instances> <threads> <seconds>      picker cost (WRR and round_robin)
 //!   core discovery <rounds>                        etcd PUT/DELETE to first/last call
 //!   core dead <seconds>                            3 instances, one always UNAVAILABLE
+//!   core scale <instances>                         N instances in etcd: time to known / ready
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -45,6 +46,7 @@ fn main() {
         ),
         "discovery" => discovery(arg(1).parse().unwrap()),
         "dead" => dead(arg(1).parse().unwrap()),
+        "scale" => scale(arg(1).parse().unwrap()),
         other => panic!("unknown mode {other}"),
     }
 }
@@ -357,5 +359,110 @@ fn dead(seconds: f64) {
     println!(
         "{}",
         json!({"mode": "dead", "healthy": healthy, "one_dead": dead, "one_dead_outlier_detection": dead_od})
+    );
+}
+
+/// Ports per gf-testserver process in `scale`: a listener and a connection each, well under
+/// the 20,000 file descriptors a process may have here.
+const PORTS_PER_SERVER: usize = 2000;
+
+/// `n` instances, served by a few gf-testserver processes on many ports each, registered in a
+/// real etcd. Two phases: a fresh client listing all `n` (connect to all known, to all READY),
+/// then a running client while the `n` records are put (first put to all known, to all READY).
+/// The client's RSS growth per READY instance is measured in the first phase.
+fn scale(n: usize) {
+    use std::io::BufRead;
+    let etcd = common::Etcd::start();
+    let mut servers = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..n.div_ceil(PORTS_PER_SERVER) {
+        let ports = PORTS_PER_SERVER.min(n - i * PORTS_PER_SERVER);
+        let mut child = std::process::Command::new(common::testserver_bin())
+            .args(["--name", &format!("s{i}"), "--listen", "127.0.0.1:0"])
+            .args(["--ports", &ports.to_string(), "--no-health"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start gf-testserver");
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        for _ in 0..ports {
+            let line = lines.next().unwrap().unwrap();
+            addrs.push(line.strip_prefix("listening ").unwrap().to_string());
+        }
+        std::thread::spawn(move || for _ in lines {});
+        servers.push(child);
+    }
+    let mut kv =
+        common::block_on(etcd_client::Client::connect([etcd.endpoint.clone()], None)).unwrap();
+    let mut put_all = |prefix: &str| {
+        // 100 puts per transaction (etcd allows 128 operations in one).
+        for chunk in addrs.chunks(100) {
+            let ops: Vec<etcd_client::TxnOp> = chunk
+                .iter()
+                .map(|a| {
+                    etcd_client::TxnOp::put(
+                        format!("{prefix}/{a}"),
+                        format!(r#"{{"Op":0,"Addr":"{a}","Metadata":{{"weight":1}}}}"#),
+                        None,
+                    )
+                })
+                .collect();
+            common::block_on(kv.txn(etcd_client::Txn::new().and_then(ops))).unwrap();
+        }
+    };
+    let opts = common::Etcd::options_json(
+        &[&etcd],
+        r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#,
+    );
+    let rss_kib = || -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    // known and READY counts, polled every 20 ms; returns the seconds since `t0` of each.
+    let follow = |c: &Client, t0: Instant| -> (f64, f64) {
+        let (mut known, mut ready) = (None, None);
+        let deadline = t0 + Duration::from_secs(600);
+        while ready.is_none() && Instant::now() < deadline {
+            let stats = c.stats();
+            let list = stats["instances"].as_array().cloned().unwrap_or_default();
+            let now = t0.elapsed().as_secs_f64();
+            if known.is_none() && list.len() == n {
+                known = Some(now);
+            }
+            if list.iter().filter(|i| i["state"] == "READY").count() == n {
+                ready = Some(now);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (known.expect("all known"), ready.expect("all READY"))
+    };
+
+    put_all("listed");
+    let rss_before = rss_kib();
+    let t0 = Instant::now();
+    let c = Client::connect("etcd:///listed", common::options(&opts)).unwrap();
+    let (listed_known, listed_ready) = follow(&c, t0);
+    let rss_per_instance = (rss_kib().saturating_sub(rss_before)) as f64 / n as f64;
+    c.close();
+    drop(c);
+
+    let c = Client::connect("etcd:///live", common::options(&opts)).unwrap();
+    let t0 = Instant::now();
+    put_all("live");
+    let puts_s = t0.elapsed().as_secs_f64();
+    let (live_known, live_ready) = follow(&c, t0);
+    c.close();
+    for mut s in servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    println!(
+        "{}",
+        json!({"mode": "scale", "instances": n,
+            "listed": {"known_s": listed_known, "ready_s": listed_ready, "rss_kib_per_instance": rss_per_instance},
+            "live": {"puts_s": puts_s, "known_s": live_known, "ready_s": live_ready}})
     );
 }
