@@ -443,8 +443,8 @@ void gf_close(struct gf_client *client);
  * Writes a JSON snapshot of the client's counters and instances to `*json_out`: target,
  * calls, calls_failed, attempts, retries, transparent_retries, hedges, hedges_won (calls won
  * by a hedge other than the first attempt), throttled_retries,
- * retry_tokens, worker_threads (the library runtime's, process-wide), policy, resolved,
- * resolver_error; `connections` (attempts_succeeded, attempts_failed, disconnections, open);
+ * retry_tokens, worker_threads (the library runtime's, process-wide), policy, subset_size
+ * (null: no subsetting), resolved, resolver_error; `connections` (attempts_succeeded, attempts_failed, disconnections, open);
  * for weighted_round_robin `wrr` (rr_fallback, endpoint_weight_not_yet_usable: see
  * `gf_client_metrics`); for an etcd target `etcd` (puts, deletes: watch events; resyncs:
  * re-listings after a compaction; watch_restarts); and per instance: address, weight,

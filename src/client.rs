@@ -142,7 +142,7 @@ impl Client {
         };
         let balancer = Balancer::new(
             described,
-            lb.policy,
+            &lb,
             connect,
             options.max_in_flight_per_instance,
             matches!(parsed, Target::Etcd { .. }),

@@ -231,7 +231,10 @@ where
         (0..workers())
             .map(|_| {
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Starter>();
-                handle().spawn(call_loop(rx));
+                handle().spawn(
+                    crate::balancer::picker::LOOP_POSITIONS
+                        .scope(crate::balancer::picker::new_positions(), call_loop(rx)),
+                );
                 tx
             })
             .collect()

@@ -533,3 +533,102 @@ fn three_hundred_instances_put_while_calling_all_receive_calls() {
     assert_eq!(got.keys().collect::<Vec<_>>(), want);
     assert!(got.values().all(|&n| n == 3), "{got:?}");
 }
+
+#[test]
+fn an_instance_added_in_etcd_ramps_up_under_slow_start() {
+    let etcd = Etcd::start();
+    let a = TestServer::start("a", &[]);
+    let b = TestServer::start("b", &[]);
+    etcd.put_instance("svc/slow", &a.addr, 1.0);
+    etcd.put_instance("svc/slow", &b.addr, 1.0);
+    let c = etcd_client(
+        &etcd,
+        r#"{"loadBalancingConfig": [{"round_robin": {"slowStartConfig": {
+            "slowStartWindow": "3s", "minWeightPercent": 10}}}]}"#,
+        "svc/slow",
+    );
+    assert_ready(&c, 2);
+    // The first set does not ramp: an even split at once.
+    assert_eq!(spread(&c, 200), counts(&[("a", 100), ("b", 100)]));
+
+    let n = TestServer::start("n", &[]);
+    etcd.put_instance("svc/slow", &n.addr, 1.0);
+    assert_ready(&c, 3);
+    // Just added: 10% of a full share (15% by 0.5 s into the window), so about 5% of the
+    // calls, where a full share would be a third.
+    let early = spread(&c, 200);
+    let new = early.get("n").copied().unwrap_or(0);
+    assert!(
+        (1..=30).contains(&new),
+        "the new instance got {new} of 200 calls at the start of its window: {early:?}"
+    );
+    // After the window: its full share, in exact turns again.
+    std::thread::sleep(Duration::from_millis(3200));
+    assert!(
+        eventually(Duration::from_secs(5), || spread(&c, 30)
+            == counts(&[("a", 10), ("b", 10), ("n", 10)])),
+        "never reached its full share: {}",
+        c.stats()
+    );
+}
+
+#[test]
+fn least_request_sends_less_to_a_slow_instance() {
+    let fast1 = TestServer::start("f", &[]);
+    let fast2 = TestServer::start("g", &[]);
+    let slow = TestServer::start("s", &["--delay-ms", "30"]);
+    let c = static_client(
+        &[&fast1, &fast2, &slow],
+        r#"{"service_config": {"loadBalancingConfig": [{"least_request_experimental": {}}]}}"#,
+    );
+    assert_ready(&c, 3);
+    assert_eq!(c.stats()["policy"], "least_request_experimental");
+    let tally = Mutex::new(BTreeMap::<String, usize>::new());
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..60 {
+                    let who = whoami(&c, 5000).unwrap_or_else(|e| panic!("call failed: {e}"));
+                    *tally.lock().unwrap().entry(who).or_insert(0) += 1;
+                }
+            });
+        }
+    });
+    let tally = tally.into_inner().unwrap();
+    let slow_calls = tally.get("s").copied().unwrap_or(0);
+    // round_robin would give it a third (160 of 480); two choices on calls in flight steer
+    // away from it while it holds calls.
+    assert!(
+        slow_calls < 72,
+        "the slow instance took {slow_calls} of 480 calls: {tally:?}"
+    );
+    assert_eq!(tally.values().sum::<usize>(), 480);
+}
+
+#[test]
+fn random_subsetting_connects_to_subset_size_instances() {
+    let servers: Vec<TestServer> = ["a", "b", "c", "d", "e"]
+        .iter()
+        .map(|n| TestServer::start(n, &[]))
+        .collect();
+    let refs: Vec<&TestServer> = servers.iter().collect();
+    let config = r#"{"service_config": {"loadBalancingConfig": [{"random_subsetting_experimental": {
+        "subsetSize": 2, "childPolicy": [{"round_robin": {}}]}}]}}"#;
+    let mut chosen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let c = static_client(&refs, config);
+        assert_ready(&c, 2);
+        let stats = c.stats();
+        assert_eq!(stats["subset_size"], 2, "{stats}");
+        assert_eq!(stats["policy"], "round_robin", "{stats}");
+        assert_eq!(instances(&c).len(), 2, "{stats}");
+        // round_robin over the subset: two instances, turn and turn about.
+        let split = spread(&c, 40);
+        assert_eq!(split.len(), 2, "{split:?}");
+        assert!(split.values().all(|v| *v == 20), "{split:?}");
+        chosen.extend(split.into_keys());
+    }
+    // Each client's seed is its own: six clients do not all pick the same two of five
+    // (the chance they would is 1 in 10^5).
+    assert!(chosen.len() > 2, "every client chose {chosen:?}");
+}

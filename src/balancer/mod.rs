@@ -7,7 +7,9 @@
 pub mod health;
 pub mod outlier;
 pub mod picker;
+mod slow_start;
 pub mod subchannel;
+pub mod subset;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,11 +20,12 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::config::Policy;
+use crate::config::{LbConfig, Policy, SlowStart};
 use crate::metrics::ResolverEvent;
 use crate::resolver::{Endpoint, ResolverSink};
 use crate::status::Status;
 use picker::{Empty, Pick, Picker};
+use slow_start::Ramp;
 pub use subchannel::Picked;
 use subchannel::{ConnectConfig, State, Subchannel};
 
@@ -32,9 +35,14 @@ pub struct Balancer {
 }
 
 struct Inner {
+    /// This balancer, for the timers it sets itself (the slow-start ramp).
+    me: Weak<Inner>,
     /// How the target is named in error messages ("127.0.0.1:1,127.0.0.1:2" or the etcd prefix).
     target: String,
     policy: Policy,
+    slow_start: Option<SlowStart>,
+    /// gRFC A68: the subset of the instances this client connects to.
+    subsetter: Option<subset::Subsetter>,
     connect: ConnectConfig,
     max_in_flight: Option<u32>,
     /// Whether the instances come from etcd (the etcd counters apply).
@@ -47,9 +55,20 @@ struct Inner {
     /// holds the (instance, weight) list the current picker was built from: a rebuild that
     /// would produce the same non-empty list keeps the current picker, so a state change
     /// elsewhere (a dead instance's reconnect attempts) does not restart the rotation.
-    rebuilding: Mutex<Vec<(usize, u64)>>,
+    rebuilding: Mutex<Rebuilding>,
     coalesce: Mutex<Coalesce>,
+    /// A rebuild for the next step of a slow-start ramp is scheduled.
+    ramp_tick: AtomicBool,
+    /// The first instance set has been applied (instances added later ramp in slow start).
+    updated: AtomicBool,
     closed: AtomicBool,
+}
+
+#[derive(Default)]
+struct Rebuilding {
+    /// The (instance, effective weight) list the current picker was built from.
+    key: Vec<(usize, u64)>,
+    ramp: Ramp,
 }
 
 /// How long state changes after a rebuild wait to share the next one.
@@ -79,16 +98,25 @@ fn unix_ms() -> u64 {
 impl Balancer {
     pub fn new(
         target: String,
-        policy: Policy,
+        lb: &LbConfig,
         connect: ConnectConfig,
         max_in_flight: Option<u32>,
         etcd: bool,
     ) -> Balancer {
         let (changed, _) = tokio::sync::watch::channel(0);
+        let policy = lb.policy;
         Balancer {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
+                me: me.clone(),
                 target,
                 policy,
+                slow_start: lb
+                    .slow_start
+                    .clone()
+                    .filter(|_| policy != Policy::PickFirst),
+                subsetter: lb
+                    .subset_size
+                    .map(|n| subset::Subsetter::new(n.max(1) as usize)),
                 connect,
                 max_in_flight,
                 etcd,
@@ -96,8 +124,10 @@ impl Balancer {
                 resolver: Mutex::new(ResolverState::default()),
                 picker: ArcSwap::from_pointee(Picker::empty(Empty::Unresolved(None))),
                 changed,
-                rebuilding: Mutex::new(Vec::new()),
+                rebuilding: Mutex::new(Rebuilding::default()),
                 coalesce: Mutex::new(Coalesce::default()),
+                ramp_tick: AtomicBool::new(false),
+                updated: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
             }),
         }
@@ -236,7 +266,8 @@ impl Balancer {
             .collect();
         let resolver = self.inner.resolver.lock().expect("resolver lock");
         let mut v = json!({
-            "policy": match self.inner.policy { Policy::PickFirst => "pick_first", Policy::RoundRobin => "round_robin", Policy::WeightedRoundRobin => "weighted_round_robin" },
+            "policy": self.inner.policy.name(),
+            "subset_size": self.inner.subsetter.as_ref().map(|s| s.size()),
             "resolved": resolver.resolved,
             "resolver_error": resolver.error,
             "instances": instances,
@@ -268,6 +299,25 @@ impl Inner {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
+        // One endpoint per address (the first wins), then this client's subset of them.
+        let mut seen: HashSet<String> = HashSet::with_capacity(endpoints.len());
+        let mut endpoints: Vec<Endpoint> = endpoints
+            .into_iter()
+            .filter(|e| seen.insert(e.addr.clone()))
+            .collect();
+        if let Some(subsetter) = &self.subsetter {
+            let addrs: Vec<&str> = endpoints.iter().map(|e| e.addr.as_str()).collect();
+            let keep = subsetter.select(&addrs);
+            let mut all: Vec<Option<Endpoint>> = endpoints.into_iter().map(Some).collect();
+            endpoints = keep.into_iter().filter_map(|i| all[i].take()).collect();
+        }
+        // Instances added after the first non-empty set ramp in slow start.
+        let late = if endpoints.is_empty() {
+            self.updated.load(Ordering::Acquire)
+        } else {
+            self.updated.swap(true, Ordering::AcqRel)
+        };
+        let (mut added, mut removed) = (Vec::new(), Vec::new());
         {
             let mut subs = self.subchannels.lock().expect("subchannels lock");
             // close() sets the flag before it takes this lock: re-check under it, or an update
@@ -278,12 +328,8 @@ impl Inner {
             // Keyed by address, so an update costs O(instances), not O(instances^2).
             let mut old: HashMap<String, Arc<Subchannel>> =
                 subs.drain(..).map(|s| (s.addr.clone(), s)).collect();
-            let mut seen: HashSet<String> = HashSet::with_capacity(endpoints.len());
             let mut next: Vec<Arc<Subchannel>> = Vec::with_capacity(endpoints.len());
             for e in endpoints {
-                if !seen.insert(e.addr.clone()) {
-                    continue;
-                }
                 if let Some(sc) = old.remove(&e.addr) {
                     sc.set_endpoint_info(e.weight, e.metadata);
                     next.push(sc);
@@ -298,15 +344,24 @@ impl Inner {
                             }
                         });
                         sc.clone().start(self.connect.clone(), on_change);
+                        if late {
+                            added.push(sc.id);
+                        }
                         next.push(sc);
                     }
                     Err(why) => log::warn!("skipping instance: {why}"),
                 }
             }
             for gone in old.into_values() {
+                removed.push(gone.id);
                 gone.shutdown();
             }
             *subs = next;
+        }
+        if self.slow_start.is_some() {
+            let mut r = self.rebuilding.lock().expect("rebuild lock");
+            added.into_iter().for_each(|id| r.ramp.added(id));
+            removed.into_iter().for_each(|id| r.ramp.removed(id));
         }
         {
             let mut r = self.resolver.lock().expect("resolver lock");
@@ -365,7 +420,7 @@ impl Inner {
         if self.closed.load(Ordering::Acquire) {
             return;
         }
-        let mut built_from = self.rebuilding.lock().expect("rebuild lock");
+        let mut built = self.rebuilding.lock().expect("rebuild lock");
         let now = Instant::now();
         self.coalesce.lock().expect("coalesce lock").last = Some(now);
         let subs = self.subchannels.lock().expect("subchannels lock").clone();
@@ -378,11 +433,23 @@ impl Inner {
         } else {
             subs.iter().filter(|s| s.pickable(now)).cloned().collect()
         };
+        let factors = match &self.slow_start {
+            Some(cfg) => {
+                let ids: Vec<u64> = ready.iter().map(|s| s.id).collect();
+                let (factors, next) = built.ramp.factors(cfg, &ids, now);
+                if let Some(at) = next {
+                    self.schedule_ramp(at);
+                }
+                factors
+            }
+            None => vec![1.0; ready.len()],
+        };
         let key: Vec<(usize, u64)> = ready
             .iter()
-            .map(|s| (Arc::as_ptr(s) as usize, s.weight().to_bits()))
+            .zip(&factors)
+            .map(|(s, f)| (Arc::as_ptr(s) as usize, (s.weight() * f).to_bits()))
             .collect();
-        if !key.is_empty() && key == *built_from {
+        if !key.is_empty() && key == built.key {
             self.changed.send_modify(|v| *v += 1);
             return;
         }
@@ -428,14 +495,32 @@ impl Inner {
                     .map(|s| crate::resolver::registry_weight(&s.metadata())),
             );
         }
-        self.picker.store(Arc::new(Picker::new(
+        self.picker.store(Arc::new(Picker::with_slow_start(
             self.policy,
             ready,
+            &factors,
             self.max_in_flight,
             empty,
         )));
-        *built_from = key;
+        built.key = key;
         self.changed.send_modify(|v| *v += 1);
+    }
+}
+
+impl Inner {
+    /// Rebuilds at `at` for the next step of a slow-start ramp (one timer at a time).
+    fn schedule_ramp(&self, at: Instant) {
+        if self.ramp_tick.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.me.clone();
+        crate::runtime::handle().spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if let Some(inner) = me.upgrade() {
+                inner.ramp_tick.store(false, Ordering::Release);
+                inner.rebuild();
+            }
+        });
     }
 }
 

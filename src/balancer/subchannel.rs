@@ -234,6 +234,12 @@ impl Subchannel {
         self.counters.in_flight.load(Ordering::Relaxed)
     }
 
+    /// A fake in-flight count, for the pickers' unit tests.
+    #[cfg(test)]
+    pub(super) fn set_in_flight(&self, n: u32) {
+        self.counters.in_flight.store(n, Ordering::Relaxed);
+    }
+
     /// Counts one finished attempt (see [`Picked::finish`]).
     pub(super) fn record(&self, status: &Status) {
         let c = &self.counters;

@@ -12,7 +12,7 @@ use json::{opt_bool, opt_f64, opt_ms, opt_str, opt_u32, opt_u64};
 
 pub use service_config::{
     CallPolicy, HedgingPolicy, LbConfig, MethodConfig, OutlierDetection, Policy, RetryPolicy,
-    RetryThrottling, ServiceConfig,
+    RetryThrottling, ServiceConfig, SlowStart,
 };
 
 use crate::status::Status;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::json::{opt_bool, opt_duration, opt_str, opt_u32, opt_u64, req_f64};
+use super::json::{opt_bool, opt_duration, opt_f64, opt_str, opt_u32, opt_u64, req_f64};
 use crate::status::{parse_code, Code};
 
 /// The load-balancing policy that builds the picker.
@@ -19,6 +19,47 @@ pub enum Policy {
     /// Static smooth weighted round robin (nginx's algorithm) over the weights in the instances'
     /// etcd metadata. Not the ORCA-driven `weighted_round_robin` of gRFC A58.
     WeightedRoundRobin,
+    /// gRFC A48 `least_request_experimental`: of `choice_count` instances drawn at random, the
+    /// one with the fewest calls in flight per unit of weight.
+    LeastRequest {
+        choice_count: u32,
+    },
+}
+
+impl Policy {
+    /// The name in `loadBalancingConfig` (for stats and metrics).
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::PickFirst => "pick_first",
+            Policy::RoundRobin => "round_robin",
+            Policy::WeightedRoundRobin => "weighted_round_robin",
+            Policy::LeastRequest { .. } => "least_request_experimental",
+        }
+    }
+}
+
+/// Envoy's slow start (`slow_start_config`), for round_robin, weighted_round_robin and
+/// least_request: an instance that becomes pickable while others already serve starts at
+/// `min_weight_percent` of its weight and ramps to all of it over `window`, its share
+/// `weight * max(min_weight_percent / 100, (age / window) ^ (1 / aggression))`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlowStart {
+    pub window: Duration,
+    pub aggression: f64,
+    pub min_weight_percent: f64,
+}
+
+impl SlowStart {
+    /// The weight factor of an instance pickable for `age`: 1 at and after the window.
+    pub fn factor(&self, age: Duration) -> f64 {
+        if self.window.is_zero() || age >= self.window {
+            return 1.0;
+        }
+        let time = age.as_secs_f64() / self.window.as_secs_f64();
+        time.powf(1.0 / self.aggression)
+            .max(self.min_weight_percent / 100.0)
+            .min(1.0)
+    }
 }
 
 /// gRFC A50 outlier detection, wrapping a child policy.
@@ -52,6 +93,20 @@ pub struct FailurePercentageEjection {
 pub struct LbConfig {
     pub policy: Policy,
     pub outlier_detection: Option<OutlierDetection>,
+    pub slow_start: Option<SlowStart>,
+    /// gRFC A68 `random_subsetting_experimental`: connect to this many of the instances.
+    pub subset_size: Option<u32>,
+}
+
+impl LbConfig {
+    pub fn new(policy: Policy) -> LbConfig {
+        LbConfig {
+            policy,
+            outlier_detection: None,
+            slow_start: None,
+            subset_size: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -136,10 +191,9 @@ impl ServiceConfig {
 
     /// The effective policy (default pick_first, as in gRPC).
     pub fn lb_config(&self) -> LbConfig {
-        self.lb.clone().unwrap_or(LbConfig {
-            policy: Policy::PickFirst,
-            outlier_detection: None,
-        })
+        self.lb
+            .clone()
+            .unwrap_or_else(|| LbConfig::new(Policy::PickFirst))
     }
 }
 
@@ -153,10 +207,7 @@ fn parse_service_config(obj: &Map<String, Value>) -> Result<ServiceConfig> {
             .ok_or_else(|| format!("loadBalancingPolicy: must be a string, got {v}"))?;
         let policy = policy_by_name(&name.to_ascii_lowercase())
             .ok_or_else(|| format!("loadBalancingPolicy: unsupported policy {name:?}"))?;
-        sc.lb = Some(LbConfig {
-            policy,
-            outlier_detection: None,
-        });
+        sc.lb = Some(LbConfig::new(policy));
     }
     if let Some(v) = obj.get("retryThrottling") {
         sc.retry_throttling = Some(parse_throttling(v)?);
@@ -249,21 +300,111 @@ fn parse_lb_list(v: &Value, field: &str) -> Result<LbConfig> {
             format!("{efield}: must be an object with exactly one policy name, got {entry}")
         })?;
         let (name, cfg) = obj.iter().next().expect("one entry");
+        let pfield = format!("{efield}.{name}");
         if let Some(policy) = policy_by_name(name) {
-            if !cfg.is_object() && !cfg.is_null() {
-                return Err(format!("{efield}.{name}: must be an object, got {cfg}"));
+            let empty = Map::new();
+            let obj = match cfg {
+                Value::Null => &empty,
+                Value::Object(o) => o,
+                _ => return Err(format!("{pfield}: must be an object, got {cfg}")),
+            };
+            let mut lb = LbConfig::new(policy);
+            if policy != Policy::PickFirst {
+                lb.slow_start = parse_slow_start(obj, &pfield)?;
             }
-            return Ok(LbConfig {
-                policy,
-                outlier_detection: None,
-            });
+            return Ok(lb);
         }
-        if name == "outlier_detection" || name == "outlier_detection_experimental" {
-            return parse_outlier_detection(cfg, &format!("{efield}.{name}"));
+        match name.as_str() {
+            "least_request_experimental" => return parse_least_request(cfg, &pfield),
+            "outlier_detection" | "outlier_detection_experimental" => {
+                return parse_outlier_detection(cfg, &pfield)
+            }
+            "random_subsetting_experimental" => return parse_subsetting(cfg, &pfield),
+            _ => {}
         }
         names.push(name.clone());
     }
-    Err(format!("{field}: no supported policy in {names:?} (supported: pick_first, round_robin, weighted_round_robin, custom_weighted_round_robin, outlier_detection)"))
+    Err(format!("{field}: no supported policy in {names:?} (supported: pick_first, round_robin, weighted_round_robin, custom_weighted_round_robin, least_request_experimental, outlier_detection, random_subsetting_experimental)"))
+}
+
+/// `slowStartConfig` of round_robin, weighted_round_robin or least_request_experimental.
+fn parse_slow_start(obj: &Map<String, Value>, field: &str) -> Result<Option<SlowStart>> {
+    let Some(v) = obj.get("slowStartConfig").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let field = format!("{field}.slowStartConfig");
+    let o = v
+        .as_object()
+        .ok_or_else(|| format!("{field}: must be an object, got {v}"))?;
+    let window = opt_duration(o, "slowStartWindow", &field)?
+        .ok_or_else(|| format!("{field}.slowStartWindow: required"))?;
+    if window > Duration::from_secs(3600) {
+        return Err(format!(
+            "{field}.slowStartWindow: must be at most 3600s, got {}",
+            o["slowStartWindow"]
+        ));
+    }
+    let aggression = opt_f64(o, "aggression", &field)?.unwrap_or(1.0);
+    if !(aggression > 0.0 && aggression <= 100.0) {
+        return Err(format!(
+            "{field}.aggression: must be in (0, 100], got {aggression}"
+        ));
+    }
+    let min_weight_percent = opt_f64(o, "minWeightPercent", &field)?.unwrap_or(10.0);
+    if !(min_weight_percent > 0.0 && min_weight_percent <= 100.0) {
+        return Err(format!(
+            "{field}.minWeightPercent: must be in (0, 100], got {min_weight_percent}"
+        ));
+    }
+    Ok(Some(SlowStart {
+        window,
+        aggression,
+        min_weight_percent,
+    }))
+}
+
+/// gRFC A48: `choiceCount` defaults to 2, below 2 is an error, above 10 counts as 10.
+fn parse_least_request(v: &Value, field: &str) -> Result<LbConfig> {
+    let empty = Map::new();
+    let obj = match v {
+        Value::Null => &empty,
+        Value::Object(o) => o,
+        _ => return Err(format!("{field}: must be an object, got {v}")),
+    };
+    let choice_count = opt_u32(obj, "choiceCount", field)?.unwrap_or(2);
+    if choice_count < 2 {
+        return Err(format!(
+            "{field}.choiceCount: must be at least 2, got {choice_count}"
+        ));
+    }
+    let mut lb = LbConfig::new(Policy::LeastRequest {
+        choice_count: choice_count.min(10),
+    });
+    lb.slow_start = parse_slow_start(obj, field)?;
+    Ok(lb)
+}
+
+/// gRFC A68: `subsetSize` (required, > 0) and the `childPolicy` that balances over the subset.
+fn parse_subsetting(v: &Value, field: &str) -> Result<LbConfig> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("{field}: must be an object, got {v}"))?;
+    let size = opt_u32(obj, "subsetSize", field)?
+        .ok_or_else(|| format!("{field}.subsetSize: required"))?;
+    if size == 0 {
+        return Err(format!("{field}.subsetSize: must be > 0, got 0"));
+    }
+    let mut child = match obj.get("childPolicy") {
+        None | Some(Value::Null) => return Err(format!("{field}.childPolicy: required")),
+        Some(v) => parse_lb_list(v, &format!("{field}.childPolicy"))?,
+    };
+    if child.subset_size.is_some() {
+        return Err(format!(
+            "{field}.childPolicy: random_subsetting_experimental cannot be nested"
+        ));
+    }
+    child.subset_size = Some(size);
+    Ok(child)
 }
 
 fn parse_outlier_detection(v: &Value, field: &str) -> Result<LbConfig> {
@@ -336,7 +477,6 @@ fn parse_outlier_detection(v: &Value, field: &str) -> Result<LbConfig> {
         ));
     }
     Ok(LbConfig {
-        policy: child.policy,
         outlier_detection: Some(OutlierDetection {
             interval,
             base_ejection_time,
@@ -345,6 +485,7 @@ fn parse_outlier_detection(v: &Value, field: &str) -> Result<LbConfig> {
             success_rate_ejection,
             failure_percentage_ejection,
         }),
+        ..child
     })
 }
 

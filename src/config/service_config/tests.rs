@@ -221,6 +221,143 @@ fn deprecated_load_balancing_policy_is_honoured_only_without_load_balancing_conf
 }
 
 #[test]
+fn least_request_takes_a_choice_count_as_grpc_go_does() {
+    let lb = |v: Value| {
+        parse(json!({"loadBalancingConfig": [v]}))
+            .unwrap()
+            .lb_config()
+    };
+    assert_eq!(
+        lb(json!({"least_request_experimental": {}})).policy,
+        Policy::LeastRequest { choice_count: 2 }
+    );
+    assert_eq!(
+        lb(json!({"least_request_experimental": null})).policy,
+        Policy::LeastRequest { choice_count: 2 }
+    );
+    assert_eq!(
+        lb(json!({"least_request_experimental": {"choiceCount": 5}})).policy,
+        Policy::LeastRequest { choice_count: 5 }
+    );
+    // Above 10 counts as 10 (gRFC A48).
+    assert_eq!(
+        lb(json!({"least_request_experimental": {"choiceCount": 1000}})).policy,
+        Policy::LeastRequest { choice_count: 10 }
+    );
+    rejects(
+        json!({"loadBalancingConfig": [{"least_request_experimental": {"choiceCount": 1}}]}),
+        &["least_request_experimental.choiceCount", "at least 2", "1"],
+    );
+    rejects(
+        json!({"loadBalancingConfig": [{"least_request_experimental": {"choiceCount": "x"}}]}),
+        &["choiceCount"],
+    );
+}
+
+#[test]
+fn slow_start_is_a_field_of_the_balancing_policies() {
+    let sc = parse(
+        json!({"loadBalancingConfig": [{"round_robin": {"slowStartConfig": {
+            "slowStartWindow": "30s", "aggression": 2, "minWeightPercent": 5
+        }}}]}),
+    )
+    .unwrap();
+    assert_eq!(
+        sc.lb_config().slow_start,
+        Some(SlowStart {
+            window: Duration::from_secs(30),
+            aggression: 2.0,
+            min_weight_percent: 5.0
+        })
+    );
+    // Defaults: aggression 1, 10%.
+    for name in ["weighted_round_robin", "least_request_experimental"] {
+        let sc = parse(json!({"loadBalancingConfig": [{name: {"slowStartConfig": {
+            "slowStartWindow": "1.5s"
+        }}}]}))
+        .unwrap();
+        let ss = sc.lb_config().slow_start.unwrap();
+        assert_eq!(ss.window, Duration::from_millis(1500), "{name}");
+        assert_eq!(
+            (ss.aggression, ss.min_weight_percent),
+            (1.0, 10.0),
+            "{name}"
+        );
+    }
+    let bad = |cfg: Value, needles: &[&str]| {
+        rejects(
+            json!({"loadBalancingConfig": [{"round_robin": {"slowStartConfig": cfg}}]}),
+            needles,
+        )
+    };
+    bad(json!({}), &["slowStartConfig.slowStartWindow", "required"]);
+    bad(json!({"slowStartWindow": 3}), &["slowStartWindow"]);
+    bad(
+        json!({"slowStartWindow": "1s", "aggression": 0}),
+        &["slowStartConfig.aggression", "0"],
+    );
+    bad(
+        json!({"slowStartWindow": "1s", "minWeightPercent": 101}),
+        &["slowStartConfig.minWeightPercent", "101"],
+    );
+    bad(json!("10s"), &["round_robin.slowStartConfig", "object"]);
+}
+
+#[test]
+fn random_subsetting_wraps_a_child_policy() {
+    let sc = parse(
+        json!({"loadBalancingConfig": [{"random_subsetting_experimental": {
+            "subsetSize": 3,
+            "childPolicy": [{"grpclb": {}}, {"weighted_round_robin": {}}]
+        }}]}),
+    )
+    .unwrap();
+    let lb = sc.lb_config();
+    assert_eq!(lb.subset_size, Some(3));
+    assert_eq!(lb.policy, Policy::WeightedRoundRobin);
+    // Either order of wrapping with outlier detection keeps both.
+    let od_outside = parse(json!({"loadBalancingConfig": [{"outlier_detection": {
+        "childPolicy": [{"random_subsetting_experimental": {
+            "subsetSize": 2, "childPolicy": [{"round_robin": {}}]
+        }}]
+    }}]}))
+    .unwrap()
+    .lb_config();
+    assert_eq!(od_outside.subset_size, Some(2));
+    assert!(od_outside.outlier_detection.is_some());
+    let od_inside = parse(
+        json!({"loadBalancingConfig": [{"random_subsetting_experimental": {
+            "subsetSize": 2,
+            "childPolicy": [{"outlier_detection": {"childPolicy": [{"round_robin": {}}]}}]
+        }}]}),
+    )
+    .unwrap()
+    .lb_config();
+    assert_eq!(od_inside.subset_size, Some(2));
+    assert!(od_inside.outlier_detection.is_some());
+    let bad = |cfg: Value, needles: &[&str]| {
+        rejects(
+            json!({"loadBalancingConfig": [{"random_subsetting_experimental": cfg}]}),
+            needles,
+        )
+    };
+    bad(
+        json!({"childPolicy": [{"round_robin": {}}]}),
+        &["subsetSize", "required"],
+    );
+    bad(
+        json!({"subsetSize": 0, "childPolicy": [{"round_robin": {}}]}),
+        &["subsetSize", "> 0"],
+    );
+    bad(json!({"subsetSize": 2}), &["childPolicy", "required"]);
+    bad(
+        json!({"subsetSize": 2, "childPolicy": [{"random_subsetting_experimental": {
+            "subsetSize": 1, "childPolicy": [{"round_robin": {}}]}}]}),
+        &["cannot be nested"],
+    );
+}
+
+#[test]
 fn outlier_detection_wraps_a_child_policy() {
     let sc = parse(json!({"loadBalancingConfig": [{"outlier_detection": {
         "interval": "1s", "baseEjectionTime": "2s", "maxEjectionPercent": 50,
