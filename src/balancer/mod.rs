@@ -160,7 +160,7 @@ impl Balancer {
             changes.borrow_and_update();
             let picker = self.inner.picker.load();
             let waiting_for = match picker.pick(avoid) {
-                Pick::Ready(sc) => match Picked::new(sc) {
+                Pick::Ready(sc) => match Picked::new(sc.clone()) {
                     Some(picked) => return Ok(picked),
                     // Its connection just refused new streams: the subchannel reconnects and
                     // the picker changes; wait for that, as for one still connecting.

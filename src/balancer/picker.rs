@@ -23,8 +23,10 @@ pub enum Empty {
     Failing(Status),
 }
 
-pub enum Pick {
-    Ready(Arc<Subchannel>),
+/// A pick borrows the instance from the picker: taking a reference on it (a write to the
+/// instance's shared count) is left to whoever goes on to use it.
+pub enum Pick<'a> {
+    Ready(&'a Arc<Subchannel>),
     Queue(Empty),
     Fail(Status),
 }
@@ -172,7 +174,7 @@ impl Picker {
 
     /// Picks an instance, preferring one whose id is not in `avoid` (instances this call has
     /// already tried) and skipping instances at their in-flight limit.
-    pub fn pick(&self, avoid: &[u64]) -> Pick {
+    pub fn pick(&self, avoid: &[u64]) -> Pick<'_> {
         let n = self.sequence.len();
         if n == 0 {
             return match &self.empty {
@@ -184,7 +186,7 @@ impl Picker {
             Policy::PickFirst => 0,
             Policy::LeastRequest { choice_count } => {
                 if let Some(sc) = self.least_request(choice_count, avoid) {
-                    return Pick::Ready(sc.clone());
+                    return Pick::Ready(sc);
                 }
                 // Every choice was tried already or full: look through all of them.
                 fastrand::usize(..n)
@@ -208,17 +210,17 @@ impl Picker {
                 fallback.get_or_insert(sc);
                 continue;
             }
-            return Pick::Ready(sc.clone());
+            return Pick::Ready(sc);
         }
         match fallback {
-            Some(sc) => Pick::Ready(sc.clone()),
+            Some(sc) => Pick::Ready(sc),
             None if all_full && self.max_in_flight.is_some() => {
                 Pick::Fail(Status::resource_exhausted(format!(
                     "every instance is at its limit of {} calls in flight",
                     self.max_in_flight.unwrap_or(0)
                 )))
             }
-            None => Pick::Ready(self.ready[self.sequence[start % n] as usize].clone()),
+            None => Pick::Ready(&self.ready[self.sequence[start % n] as usize]),
         }
     }
 
