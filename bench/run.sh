@@ -8,6 +8,12 @@ LIB=$ROOT/target/release
 PARTS=$ROOT/bench/results/parts
 mkdir -p "$PARTS"
 SECONDS_PER_ROW=${GF_BENCH_SECONDS:-3}
+# Runs per client and row in the client CPU table (its median counts).
+CPU_REPEAT=${GF_BENCH_CPU_REPEAT:-3}
+VENV=${GF_BENCH_VENV:-$ROOT/build/venv-bench}
+# The "spin on" rows are the library's default; the "off" rows run with GF_SYNC_SPIN_US=0, each in
+# a process of its own (the library reads it once).
+unset GF_SYNC_SPIN_US
 
 cargo bench --bench core --no-run >/dev/null 2>&1 || cargo bench --bench core --no-run
 CORE=$(ls -t target/release/deps/core-* | grep -v '\.d$' | head -1)
@@ -16,7 +22,9 @@ gcc -O2 -std=c11 -Wall -Wextra -I include bench/c/bench.c -L "$LIB" -lgrpc_failo
 
 # start_server runs in a command substitution (a subshell), so its PIDs go to a file.
 PIDS=$(mktemp)
-cleanup() { for p in $(cat "$PIDS"); do kill "$p" 2>/dev/null || true; done; rm -f "$PIDS"; }
+# The runs behind the client CPU table, as JSON lines, gathered by the sections that measure them.
+CPU=$(mktemp -d)
+cleanup() { for p in $(cat "$PIDS"); do kill "$p" 2>/dev/null || true; done; rm -rf "$PIDS" "$CPU"; }
 trap cleanup EXIT
 
 start_server() { # name [flags...] -> prints the address
@@ -48,6 +56,8 @@ REPEAT=${GF_BENCH_REPEAT:-5}
             runs+=("$("$CORE" direct "$ADDR" "$n" "$SECONDS_PER_ROW")")
         done
     done
+    # These are the spin-on rows of the client CPU table too.
+    printf '%s\n' "${runs[@]}" >"$CPU/c_on.jsonl"
     python3 - "${runs[@]}" <<'PY'
 import json, statistics, sys
 runs = [json.loads(r) for r in sys.argv[1:]]
@@ -71,6 +81,18 @@ def verdict(ratios):
 print(f"Target: ratio >= 0.95 at both concurrencies: best runs {verdict(best_ratios)}; median runs {verdict(median_ratios)}.")
 PY
 } | tee "$PARTS/c_abi.md"
+
+echo "== client CPU: C ABI and tonic with GF_SYNC_SPIN_US=0, one caller at 500 calls/s"
+# The spin-off rows of the C ABI and tonic (the section above has the spin-on ones), taking
+# turns; and the paced caller, spin on and off. The table is written at the end.
+for n in 1 32; do
+    for _ in $(seq "$CPU_REPEAT"); do
+        GF_SYNC_SPIN_US=0 "$LIB/gf-cbench" sync "static:///$ADDR" "$n" "$SECONDS_PER_ROW" | tee -a "$CPU/c_off.jsonl"
+        GF_SYNC_SPIN_US=0 "$CORE" direct "$ADDR" "$n" "$SECONDS_PER_ROW" | tee -a "$CPU/c_off.jsonl"
+    done
+done
+"$LIB/gf-cbench" paced "static:///$ADDR" 500 "$SECONDS_PER_ROW" | tee "$CPU/paced_on.jsonl"
+GF_SYNC_SPIN_US=0 "$LIB/gf-cbench" paced "static:///$ADDR" 500 "$SECONDS_PER_ROW" | tee "$CPU/paced_off.jsonl"
 
 echo "== metrics on vs off (C ABI, 64-byte Echo)"
 # More pairs than the other rows: the bar (3%) is well inside single-run noise here.
@@ -178,17 +200,31 @@ echo "== pick cost"
 {
     echo "## Pick cost (1,000 instances)"
     echo
+    echo "\`Picker::pick\` in a loop on N threads sharing one picker, no network: choosing the instance. Taking a reference on it (its Arc count, then its in-flight count) is the attempt's cost, not the pick's."
+    echo
     echo "| policy | threads | ns per pick (per thread) | picks/s (all threads) |"
     echo "|---|---|---|---|"
-    for t in 1 2; do
-        r=$("$CORE" pick 1000 "$t" 2)
-        python3 - "$r" <<'PY'
-import json, sys
-r = json.loads(sys.argv[1])
-for name, p in r["policies"].items():
-    print(f"| {name} | {r['threads']} | {p['ns_per_pick_per_thread']:.1f} | {p['picks_per_s']:.3g} |")
-PY
+    runs=()
+    for t in 1 2 8; do
+        runs+=("$("$CORE" pick 1000 "$t" 2)")
     done
+    python3 - "$(nproc)" "${runs[@]}" <<'PY'
+import json, sys
+cores = int(sys.argv[1])
+runs = [json.loads(r) for r in sys.argv[2:]]
+for r in runs:
+    threads = r["threads"]
+    label = f"{threads} (simulated: more threads than cores)" if threads > cores else str(threads)
+    for name, p in r["policies"].items():
+        print(f"| {name} | {label} | {p['ns_per_pick_per_thread']:.1f} | {p['picks_per_s']:.3g} |")
+by_threads = {r["threads"]: r["policies"] for r in runs}
+verdicts = []
+for name in by_threads[1]:
+    scale = by_threads[2][name]["picks_per_s"] / by_threads[1][name]["picks_per_s"]
+    verdicts.append(f"{name} {'met' if scale >= 1.6 else 'not met'} ({scale:.2f}x)")
+print()
+print(f"Target: picks/s with 2 threads >= 1.6x 1 thread: {'; '.join(verdicts)}.")
+PY
 } | tee "$PARTS/pick.md"
 
 echo "== discovery latency"
@@ -225,15 +261,124 @@ print("\n32 caller threads, 64-byte Echo on /UserService/Echo.")
 PY
 } | tee "$PARTS/dead.md"
 
-for part in python go; do
-    if [ -x "bench/$part/run.sh" ] || [ -f "bench/$part/run.sh" ]; then
-        echo "== $part"
-        bash "bench/$part/run.sh"
-    fi
-done
+# The Python and Go parts also write their raw rows' runs for the client CPU table, and run those
+# rows again in a new process with GF_SYNC_SPIN_US=0 (their tables are the spin-on runs). Python:
+# its 8-thread row stays out of the CPU table, which states 1 and 32 threads and asyncio.
+echo "== python"
+bash bench/python/run.sh --raw-repeat "$CPU_REPEAT" --cpu-json "$CPU/py_on.jsonl"
+echo "== python, raw rows with GF_SYNC_SPIN_US=0"
+GF_SYNC_SPIN_US=0 GF_LIBRARY=$LIB/libgrpc_failover.so "$VENV/bin/python" bench/python/bench.py \
+    --testserver "$LIB/gf-testserver" --seconds "$SECONDS_PER_ROW" --raw-only --raw-repeat "$CPU_REPEAT" \
+    --rows sync1,sync32,async --cpu-json "$CPU/py_off.jsonl"
+echo "== go"
+bash bench/go/run.sh -raw-repeat "$CPU_REPEAT" -cpu-json "$CPU/go_on.jsonl"
+echo "== go, raw rows with GF_SYNC_SPIN_US=0"
+GF_SYNC_SPIN_US=0 "$LIB/gf-gobench" -testserver "$LIB/gf-testserver" -seconds "$SECONDS_PER_ROW" \
+    -raw-only -raw-repeat "$CPU_REPEAT" -cpu-json "$CPU/go_off.jsonl"
+
+echo "== client CPU per call"
+{
+    echo "## Client CPU per call"
+    echo
+    echo "User + system CPU time of the client process (getrusage(RUSAGE_SELF): every thread of it, the library's runtime too; the gf-testservers and etcd are other processes) over exactly the measured window of a run, warm-up excluded, divided by the calls completed in it. Spin on is the library's default (\`GF_SYNC_SPIN_US\` unset: a lone blocked caller spins up to 250 µs before it sleeps); off is \`GF_SYNC_SPIN_US=0\`, set for the whole client process (for the in-process Go and Python benchmarks, a second run of the process, the peer measured again in it). calls/s and CPU per call are the medians of the runs; the ratio is ours over its peer's CPU per call, same concurrency and setting. C ABI and tonic: the runs of the C ABI section (spin on) and ${CPU_REPEAT} more of each, taking turns (off), 64-byte Echo. Go binding and grpc-go reference setup: the raw rows of the Go section, ${CPU_REPEAT} runs each, 100-byte Echo over the etcd-resolved three instances. Python binding and grpcio: the raw rows of the Python section, ${CPU_REPEAT} runs each, 100-byte Echo. Each run ${SECONDS_PER_ROW} s."
+    echo
+    python3 - "$CPU" <<'PY'
+import json, os, statistics, sys
+
+cpu_dir = sys.argv[1]
+
+
+def runs(name):
+    path = os.path.join(cpu_dir, name)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def c_key(r):
+    return {"sync": "C ABI", "direct": "tonic"}[r["mode"]], str(r["concurrency"])
+
+
+def go_key(r):
+    return {"grpc-failover": "Go binding", "grpc-go": "grpc-go"}[r["client"]], str(r["concurrency"])
+
+
+# The Python section's 8-thread row is left out: it has no spin-off runs (to save time).
+PY_CONCURRENCY = {"sync1": "1 thread", "sync32": "32 threads", "async": "asyncio, 100 in flight"}
+
+
+def py_key(r):
+    if r["row"] not in PY_CONCURRENCY:
+        return None, None
+    return {"grpc_failover": "Python binding", "grpcio": "grpcio"}[r["client"]], PY_CONCURRENCY[r["row"]]
+
+
+# ours, its peer, the highest ratio of CPU per call the target allows, the runs' file prefix, and
+# a run's (client, concurrency), client None for a run the table leaves out.
+GROUPS = [
+    ("C ABI", "tonic", 1.0, "c", c_key),
+    ("Go binding", "grpc-go", 0.7, "go", go_key),
+    ("Python binding", "grpcio", 0.5, "py", py_key),
+]
+
+print("| implementation | concurrency | spin | calls/s | client CPU µs/call | ratio to its peer |")
+print("|---|---|---|---|---|---|")
+verdicts = []
+for ours, peer, target, prefix, key in GROUPS:
+    # medians[(client, concurrency, spin)] = (calls/s, CPU µs per call)
+    grouped = {}
+    for spin in ("on", "off"):
+        for r in runs(f"{prefix}_{spin}.jsonl"):
+            client, conc = key(r)
+            if client:
+                grouped.setdefault((client, conc, spin), []).append(r)
+    medians = {
+        k: (statistics.median(r["calls_per_s"] for r in v), statistics.median(r["cpu_us_per_call"] for r in v))
+        for k, v in grouped.items()
+    }
+    concurrencies = list(dict.fromkeys(c for _, c, _ in grouped))
+    ratios = {"on": [], "off": []}
+    for conc in concurrencies:
+        for spin in ("on", "off"):
+            if (ours, conc, spin) not in medians or (peer, conc, spin) not in medians:
+                continue
+            (o_rate, o_cpu), (p_rate, p_cpu) = medians[(ours, conc, spin)], medians[(peer, conc, spin)]
+            ratio = o_cpu / p_cpu
+            ratios[spin].append((conc, ratio))
+            print(f"| {ours} | {conc} | {spin} | {o_rate:,.0f} | {o_cpu:.1f} | {ratio:.2f}x |")
+            print(f"| {peer} | {conc} | {spin} | {p_rate:,.0f} | {p_cpu:.1f} | (peer) |")
+    if not ratios["on"]:
+        continue
+    parts = []
+    for spin in ("on", "off"):
+        if ratios[spin]:
+            ok = all(r <= target for _, r in ratios[spin])
+            each = ", ".join(f"{c}: {r:.2f}x" for c, r in ratios[spin])
+            parts.append(f"spin {spin} {'met' if ok else 'not met'} ({each})")
+    verdicts.append(f"{ours} CPU per call <= {target:.1f}x {peer}'s: {'; '.join(parts)}.")
+
+print()
+print("One caller at a paced 500 calls/s (C ABI, `gf_invoke` from one thread sleeping until each call is due), 64-byte Echo; cores used is CPU seconds over wall seconds of the window.")
+print()
+print("| client | spin | calls/s | client CPU µs/call | cores used |")
+print("|---|---|---|---|---|")
+paced = {}
+for spin in ("on", "off"):
+    for r in runs(f"paced_{spin}.jsonl"):
+        paced[spin] = r
+        print(f"| C ABI, 1 caller at 500 calls/s | {spin} | {r['calls_per_s']:,.0f} | {r['cpu_us_per_call']:.1f} | {r['cores']:.3f} |")
+if "on" in paced:
+    cores = paced["on"]["cores"]
+    off = f"; spin off: {paced['off']['cores']:.3f} core" if "off" in paced else ""
+    verdicts.append(f"one caller at 500 calls/s uses < 0.35 core with the default (spin on): {'met' if cores < 0.35 else 'not met'} ({cores:.3f} core){off}.")
+print()
+for v in verdicts:
+    print(f"Target: {v}")
+PY
+} | tee "$PARTS/cpu.md"
 
 # The plot needs matplotlib: the same venv as the Python benchmark.
-VENV=$ROOT/build/venv-bench
 # shellcheck source=../bindings/python/venv.sh
 . bindings/python/venv.sh
 "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null || gf_python_venv "$VENV" matplotlib

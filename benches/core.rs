@@ -2,7 +2,8 @@
 //!
 //!   core direct <addr> <concurrency> <seconds> [ca.pem]
 //!                                                  tonic Channel directly, 64-byte Echo
-//!                                                  (over TLS trusting ca.pem, if given)
+//!                                                  (over TLS trusting ca.pem, if given), with
+//!                                                  the process's CPU time per call
 //!   core pick <instances> <threads> <seconds>      picker cost (WRR and round_robin)
 //!   core discovery <rounds>                        etcd PUT/DELETE to first/last call
 //!   core dead <seconds>                            3 instances, one always UNAVAILABLE
@@ -72,8 +73,22 @@ fn summary(mut lat_us: Vec<u64>, elapsed: Duration, extra: serde_json::Value) ->
     v
 }
 
+/// User + system CPU time of this process (every thread: the runtime's workers too).
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let ru = unsafe {
+        let mut ru = std::mem::zeroed::<libc::rusage>();
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut ru), 0);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// The same 64-byte Echo load through tonic's own Channel, with as many concurrent callers;
-/// over TLS (tonic's rustls with ring) when `ca` is given.
+/// over TLS (tonic's rustls with ring) when `ca` is given. `cpu_us_per_call` is the process's
+/// CPU time over the measured window (from the first task's start to the last one's end) per
+/// call.
 fn direct(addr: &str, concurrency: usize, seconds: f64, ca: Option<&str>) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(
@@ -107,6 +122,7 @@ fn direct(addr: &str, concurrency: usize, seconds: f64, ca: Option<&str>) {
             .unwrap();
         let first_call_ms = connect_start.elapsed().as_secs_f64() * 1e3;
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+        let cpu_start = cpu_time();
         let started = Instant::now();
         let tasks: Vec<_> = (0..concurrency)
             .map(|_| {
@@ -132,10 +148,14 @@ fn direct(addr: &str, concurrency: usize, seconds: f64, ca: Option<&str>) {
         for t in tasks {
             all.extend(t.await.unwrap());
         }
+        let elapsed = started.elapsed();
+        let cpu = cpu_time() - cpu_start;
+        let cpu_us_per_call = cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64;
         summary(
             all,
-            started.elapsed(),
-            json!({"mode": "direct", "concurrency": concurrency, "first_call_ms": first_call_ms}),
+            elapsed,
+            json!({"mode": "direct", "concurrency": concurrency, "first_call_ms": first_call_ms,
+                "cpu_us_per_call": cpu_us_per_call, "cores": cpu.as_secs_f64() / elapsed.as_secs_f64()}),
         )
     });
     println!("{result}");

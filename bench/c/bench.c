@@ -3,16 +3,23 @@
  *
  *   bench sync  <target> <threads> <seconds>    N threads calling gf_invoke on one client
  *   bench async <target> <in_flight> <seconds>  one thread keeping K gf_invoke_async calls in flight
+ *   bench paced <target> <calls_per_s> <seconds> one thread calling gf_invoke at a fixed rate,
+ *                                                sleeping between calls
  *
- * Prints one JSON line: calls, calls_per_s, p50_us, p99_us, errors.
+ * Each takes an optional options_json last. Prints one JSON line: calls, calls_per_s, p50_us,
+ * p99_us, errors, first_call_ms, and the client's CPU time (user + system, all its threads, from
+ * getrusage) over the measured window: cpu_us_per_call per successful call and cores (CPU
+ * seconds per wall second).
  */
 #define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "grpc_failover.h"
@@ -24,6 +31,14 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* User + system CPU time of the whole process (every thread, the library's runtime too). */
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 /* Latencies in microseconds, appended by many threads. */
@@ -52,12 +67,13 @@ static int cmp_u32(const void *a, const void *b) {
 /* From gf_connect to the end of the first call: connection (and TLS) handshake included. */
 static double first_call_ms;
 
-static void report(const char *mode, int conc, lat_log *l, double elapsed, long errors) {
+static void report(const char *mode, int conc, lat_log *l, double elapsed, double cpu, long errors) {
     qsort(l->v, l->len, sizeof *l->v, cmp_u32);
     uint32_t p50 = l->len ? l->v[(size_t)((double)(l->len - 1) * 0.50)] : 0;
     uint32_t p99 = l->len ? l->v[(size_t)((double)(l->len - 1) * 0.99)] : 0;
-    printf("{\"mode\":\"%s\",\"concurrency\":%d,\"calls\":%zu,\"calls_per_s\":%.1f,\"p50_us\":%u,\"p99_us\":%u,\"errors\":%ld,\"first_call_ms\":%.2f}\n",
-           mode, conc, l->len, (double)l->len / elapsed, p50, p99, errors, first_call_ms);
+    printf("{\"mode\":\"%s\",\"concurrency\":%d,\"calls\":%zu,\"calls_per_s\":%.1f,\"p50_us\":%u,\"p99_us\":%u,\"errors\":%ld,\"first_call_ms\":%.2f,\"cpu_us_per_call\":%.2f,\"cores\":%.3f}\n",
+           mode, conc, l->len, (double)l->len / elapsed, p50, p99, errors, first_call_ms,
+           l->len ? cpu * 1e6 / (double)l->len : 0.0, cpu / elapsed);
 }
 
 static gf_client *client;
@@ -79,6 +95,27 @@ static void *sync_worker(void *arg) {
         gf_bytes_free(&out);
     }
     return NULL;
+}
+
+/* Paced: one caller holding `rate` calls per second, each call due at start + i / rate; a call
+ * that is late starts at once (the schedule does not slip, so the rate holds on average). */
+static void paced(double rate, double start) {
+    for (long i = 0;; i++) {
+        double due = start + (double)i / rate;
+        if (due >= deadline) return;
+        struct timespec ts = {.tv_sec = (time_t)due, .tv_nsec = (long)((due - (double)(time_t)due) * 1e9)};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+        }
+        gf_bytes out;
+        double t = now_s();
+        int32_t rc = gf_invoke(client, METHOD, payload, sizeof payload, 5000, &out, NULL);
+        if (rc == GF_OK && out.len == sizeof payload) {
+            lat_push(&lats, (uint32_t)((now_s() - t) * 1e6));
+        } else {
+            atomic_fetch_add(&errors, 1);
+        }
+        gf_bytes_free(&out);
+    }
 }
 
 /* Async: each completion records its latency and starts the next call from the callback. */
@@ -126,11 +163,16 @@ static void on_done(void *user_data, int32_t code, const uint8_t *resp, size_t l
 
 int main(int argc, char **argv) {
     if (argc != 5 && argc != 6) {
-        fprintf(stderr, "usage: %s sync|async <target> <concurrency> <seconds> [options_json]\n",
+        fprintf(stderr,
+                "usage: %s sync|async|paced <target> <concurrency|calls_per_s> <seconds> [options_json]\n",
                 argv[0]);
         return 2;
     }
     const char *mode = argv[1];
+    if (strcmp(mode, "sync") != 0 && strcmp(mode, "async") != 0 && strcmp(mode, "paced") != 0) {
+        fprintf(stderr, "unknown mode %s\n", mode);
+        return 2;
+    }
     int conc = atoi(argv[3]);
     double seconds = atof(argv[4]);
     memset(payload, 7, sizeof payload);
@@ -155,9 +197,13 @@ int main(int argc, char **argv) {
         gf_invoke(client, METHOD, payload, sizeof payload, 5000, &out, NULL);
         gf_bytes_free(&out);
     }
+    double cpu_start = cpu_s();
     double start = now_s();
     deadline = start + seconds;
-    if (strcmp(mode, "sync") == 0) {
+    if (strcmp(mode, "paced") == 0) {
+        paced(atof(argv[3]), start);
+        conc = 1;
+    } else if (strcmp(mode, "sync") == 0) {
         pthread_t *t = calloc((size_t)conc, sizeof *t);
         for (int i = 0; i < conc; i++) pthread_create(&t[i], NULL, sync_worker, NULL);
         for (int i = 0; i < conc; i++) pthread_join(t[i], NULL);
@@ -171,7 +217,8 @@ int main(int argc, char **argv) {
         pthread_mutex_unlock(&done_mu);
         free(slots);
     }
-    report(mode, conc, &lats, now_s() - start, atomic_load(&errors));
+    double elapsed = now_s() - start;
+    report(mode, conc, &lats, elapsed, cpu_s() - cpu_start, atomic_load(&errors));
     gf_close(client);
     free(lats.v);
     return 0;

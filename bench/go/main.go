@@ -7,8 +7,11 @@
 // run.sh), over grpcconn.ClientConn and over grpc-go's ClientConn.
 //
 // Throughput rows: calls/s and p99 at concurrency 1 and 32, the two clients taking turns, -repeat
-// runs each; the table shows each client's best run (the machine may be shared), and the ratio of
-// the best runs and of the median runs. Kill row: 32 callers for 5 s; at 2 s one instance
+// runs each (-raw-repeat for the raw rows); the table shows each client's best run (the machine
+// may be shared), and the ratio of the best runs and of the median runs, and the process's CPU
+// time (user + system, getrusage) per call over each measured window, the median of the runs.
+// -cpu-json writes every raw run as a JSON line; -raw-only measures the raw rows alone (bench/run.sh
+// runs that again with GF_SYNC_SPIN_US=0, in a new process: the library reads it once). Kill row: 32 callers for 5 s; at 2 s one instance
 // is SIGKILLed (it stays registered: its lease outlives the run), at 3.5 s it is started again on
 // the same address. The errors each caller sees are counted, and both runs are written per 100 ms
 // bin to failover_timeline.csv.
@@ -17,6 +20,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -65,6 +69,9 @@ var (
 	seconds    = flag.Float64("seconds", 3, "seconds per throughput run")
 	warmup     = flag.Duration("warmup", 500*time.Millisecond, "warm-up before each throughput run")
 	repeat     = flag.Int("repeat", 2, "throughput runs per client and row; the best counts")
+	rawRepeat  = flag.Int("raw-repeat", 0, "throughput runs per client and raw row (0: -repeat)")
+	rawOnly    = flag.Bool("raw-only", false, "measure the raw throughput rows only; write no go.md or failover_timeline.csv")
+	cpuJSON    = flag.String("cpu-json", "", "write each raw throughput run as a JSON line (calls/s, p99, CPU per call) to this file")
 	killAt     = flag.Duration("kill-at", 2*time.Second, "when the kill run SIGKILLs an instance")
 	restartAt  = flag.Duration("restart-at", 3500*time.Millisecond, "when the kill run restarts it (0: never)")
 	killFor    = flag.Duration("kill-run", 5*time.Second, "length of the kill run")
@@ -202,6 +209,8 @@ type throughput struct {
 	rate   float64
 	p99    time.Duration
 	errors int
+	// cpuPerCall is the process's user + system CPU time over the measured window per call.
+	cpuPerCall time.Duration
 }
 
 // row is the runs of both clients at one concurrency.
@@ -225,11 +234,24 @@ func (r row) median(name string) float64 {
 	for _, t := range r.runs[name] {
 		rates = append(rates, t.rate)
 	}
-	slices.Sort(rates)
-	if n := len(rates); n%2 == 0 {
-		return (rates[n/2-1] + rates[n/2]) / 2
+	return medianOf(rates)
+}
+
+// medianCPU is the median CPU time per call of a client's runs, in µs.
+func (r row) medianCPU(name string) float64 {
+	cpu := make([]float64, 0, len(r.runs[name]))
+	for _, t := range r.runs[name] {
+		cpu = append(cpu, float64(t.cpuPerCall)/float64(time.Microsecond))
 	}
-	return rates[len(rates)/2]
+	return medianOf(cpu)
+}
+
+func medianOf(xs []float64) float64 {
+	slices.Sort(xs)
+	if n := len(xs); n%2 == 0 {
+		return (xs[n/2-1] + xs[n/2]) / 2
+	}
+	return xs[len(xs)/2]
 }
 
 // ratios is ours/grpc-go of the best runs and of the median runs.
@@ -237,13 +259,13 @@ func (r row) ratios() (best, median float64) {
 	return r.best(ours).rate / r.best(reference).rate, r.median(ours) / r.median(reference)
 }
 
-// throughputRows measures the two clients ds make at concurrency 1 and 32, taking turns, -repeat
+// throughputRows measures the two clients ds make at concurrency 1 and 32, taking turns, repeat
 // runs each, every run on a new client.
-func throughputRows(label, etcd string, ds []dialer, run time.Duration) []row {
+func throughputRows(label, etcd string, ds []dialer, run time.Duration, repeat int) []row {
 	var rows []row
 	for _, conc := range []int{1, 32} {
 		r := row{conc: conc, runs: map[string][]throughput{}}
-		for i := 0; i < *repeat; i++ {
+		for i := 0; i < repeat; i++ {
 			for _, d := range ds {
 				c, err := d.dial(etcd)
 				if err != nil {
@@ -254,7 +276,7 @@ func throughputRows(label, etcd string, ds []dialer, run time.Duration) []row {
 				}
 				t := measure(c, conc, run)
 				_ = c.Close()
-				log.Printf("%s, concurrency %d, %s, run %d: %s calls/s, p99 %s, %d errors", label, conc, d.name, i+1, thousands(t.rate), ms(t.p99), t.errors)
+				log.Printf("%s, concurrency %d, %s, run %d: %s calls/s, p99 %s, %d errors, CPU %s per call", label, conc, d.name, i+1, thousands(t.rate), ms(t.p99), t.errors, us(t.cpuPerCall))
 				r.runs[d.name] = append(r.runs[d.name], t)
 			}
 		}
@@ -266,12 +288,13 @@ func throughputRows(label, etcd string, ds []dialer, run time.Duration) []row {
 // writeTable writes rows as a markdown table and returns the lowest ratios of the best runs and
 // of the median runs.
 func writeTable(md *strings.Builder, rows []row) (lowestBest, lowestMedian float64) {
-	fmt.Fprintf(md, "| scenario | ours calls/s | ours p99 | grpc-go calls/s | grpc-go p99 | ratio (best runs) | ratio (median runs) |\n")
-	fmt.Fprintf(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(md, "| scenario | ours calls/s | ours p99 | grpc-go calls/s | grpc-go p99 | ratio (best runs) | ratio (median runs) | client CPU per call, ours / grpc-go (median runs) |\n")
+	fmt.Fprintf(md, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for i, r := range rows {
 		o, g := r.best(ours), r.best(reference)
 		best, median := r.ratios()
-		fmt.Fprintf(md, "| concurrency %d | %s | %s | %s | %s | %.2fx | %.2fx |\n", r.conc, thousands(o.rate), ms(o.p99), thousands(g.rate), ms(g.p99), best, median)
+		oc, gc := r.medianCPU(ours), r.medianCPU(reference)
+		fmt.Fprintf(md, "| concurrency %d | %s | %s | %s | %s | %.2fx | %.2fx | %.1f / %.1f µs (%.2fx) |\n", r.conc, thousands(o.rate), ms(o.p99), thousands(g.rate), ms(g.p99), best, median, oc, gc, oc/gc)
 		if i == 0 || best < lowestBest {
 			lowestBest = best
 		}
@@ -282,7 +305,8 @@ func writeTable(md *strings.Builder, rows []row) (lowestBest, lowestMedian float
 	return lowestBest, lowestMedian
 }
 
-// measure runs conc callers for d after a warm-up and returns calls/s and the p99 latency.
+// measure runs conc callers for d after a warm-up and returns calls/s, the p99 latency and the
+// process's CPU time per call over the measured window.
 func measure(c caller, conc int, d time.Duration) throughput {
 	req := make([]byte, 100)
 	warmEnd := time.Now().Add(*warmup)
@@ -315,11 +339,13 @@ func measure(c caller, conc int, d time.Duration) throughput {
 	}
 	time.Sleep(time.Until(warmEnd))
 	runtime.GC()
+	cpuBefore := cpuTime()
 	began := time.Now()
 	end = began.Add(d)
 	close(start)
 	wg.Wait()
 	elapsed := time.Since(began)
+	cpu := cpuTime() - cpuBefore
 	var all []time.Duration
 	var r throughput
 	for w := range lat {
@@ -330,8 +356,39 @@ func measure(c caller, conc int, d time.Duration) throughput {
 	r.rate = float64(len(all)) / elapsed.Seconds()
 	if len(all) > 0 {
 		r.p99 = all[min(len(all)-1, len(all)*99/100)]
+		r.cpuPerCall = cpu / time.Duration(len(all))
 	}
 	return r
+}
+
+// cpuTime is the user + system CPU time of this process: every thread, the Go runtime's and the
+// library's runtime's too.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		log.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// writeCPUJSON writes every run of rows to path, one JSON line each.
+func writeCPUJSON(path string, rows []row) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	for _, r := range rows {
+		for _, d := range dialers {
+			for _, t := range r.runs[d.name] {
+				_ = enc.Encode(map[string]any{
+					"client": d.name, "concurrency": r.conc, "calls_per_s": t.rate,
+					"p99_us": t.p99.Microseconds(), "errors": t.errors,
+					"cpu_us_per_call": float64(t.cpuPerCall) / float64(time.Microsecond),
+				})
+			}
+		}
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		log.Fatal(err)
+	}
 }
 
 // killResult is one client's kill run: outcomes per 100 ms bin and errors by code.
@@ -524,6 +581,8 @@ func waitRegistered(endpoint string, n int) error {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
 
+func us(d time.Duration) string { return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond)) }
+
 func thousands(f float64) string {
 	s := strconv.FormatInt(int64(f+0.5), 10)
 	for i := len(s) - 3; i > 0; i -= 3 {
@@ -607,8 +666,20 @@ func main() {
 	}
 
 	run := time.Duration(*seconds * float64(time.Second))
-	rows := throughputRows("raw", etcd, dialers, run)
-	stubRows := throughputRows("stubs", etcd, stubDialers, run)
+	if *rawRepeat == 0 {
+		*rawRepeat = *repeat
+	}
+	rows := throughputRows("raw", etcd, dialers, run, *rawRepeat)
+	if *cpuJSON != "" {
+		writeCPUJSON(*cpuJSON, rows)
+	}
+	if *rawOnly {
+		var md strings.Builder
+		writeTable(&md, rows)
+		fmt.Print("\n" + md.String())
+		return
+	}
+	stubRows := throughputRows("stubs", etcd, stubDialers, run, *repeat)
 
 	kills := map[string]killResult{}
 	for _, d := range dialers {
@@ -634,10 +705,11 @@ func main() {
 		"both with the reference failover service config (round_robin, retryPolicy maxAttempts 4 on UNAVAILABLE), "+
 		"resolving `etcd:///%s` where three gf-testservers registered themselves; 100-byte requests to `%s`, "+
 		"raw bytes both sides, a %s deadline per call; %d runs of %g s per side and row, the two clients taking turns, each after %s of warm-up; "+
-		"calls/s and p99 are each side's best run, the ratios ours/grpc-go of the best runs and of the median runs. "+
+		"calls/s and p99 are each side's best run, the ratios ours/grpc-go of the best runs and of the median runs; "+
+		"client CPU per call is the benchmark process's user + system CPU time (getrusage) over a run's measured window per call, the median of the runs (the servers and etcd are other processes). "+
 		"grpc-go also sets `grpc.WithAuthority(\"localhost\")`: gf-testserver rejects its default `:authority` for this target (`service%%2Fuser`) with PROTOCOL_ERROR.\n\n",
 		runtime.NumCPU(), time.Now().UTC().Format("2006-01-02"), grpcfailover.Version(), runtime.Version(), moduleVersion("google.golang.org/grpc"),
-		prefix, method, callTimeout, *repeat, *seconds, *warmup)
+		prefix, method, callTimeout, *rawRepeat, *seconds, *warmup)
 	minRatio, _ := writeTable(&md, rows)
 	restart := "left dead"
 	if *restartAt > 0 {
@@ -662,8 +734,8 @@ func main() {
 	fmt.Fprintf(&md, "\nGenerated stubs: `pb.NewEchoerClient(conn).Echo(ctx, req)`, the client protoc-gen-go-grpc generates from tests/proto/echo.proto "+
 		"(google.golang.org/protobuf %s), over `grpcconn.Dial` (a `grpc.ClientConnInterface` over the Go binding) vs the grpc-go reference setup above with its own proto codec; "+
 		"`%s` with a new `EchoRequest` per call, text, number and a 100-byte blob (%d bytes encoded), decoded from the reply as an `EchoReply`; "+
-		"the service config gives `gf.test.echo.Echoer` the same retry policy. Runs as above.\n\n",
-		moduleVersion("google.golang.org/protobuf"), pb.Echoer_Echo_FullMethodName, proto.Size(stubRequest(make([]byte, 100))))
+		"the service config gives `gf.test.echo.Echoer` the same retry policy. Runs as above, %d per side and row.\n\n",
+		moduleVersion("google.golang.org/protobuf"), pb.Echoer_Echo_FullMethodName, proto.Size(stubRequest(make([]byte, 100))), *repeat)
 	stubBest, stubMedian := writeTable(&md, stubRows)
 	fmt.Fprintf(&md, "\nTarget: stubs >= 1.0x grpc-go at both concurrencies: best runs %s (lowest %.2fx); median runs %s (lowest %.2fx).\n",
 		verdict(stubBest >= 1.0), stubBest, verdict(stubMedian >= 1.0), stubMedian)
