@@ -12,7 +12,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 PARTS = os.path.join(RESULTS, "parts")
-ORDER = ["c_abi", "metrics", "tls", "async", "pick", "discovery", "dead", "python", "go", "cpu"]
+ORDER = ["c_abi", "metrics", "tls", "async", "pick", "scale", "discovery", "dead", "python", "go", "cpu"]
 
 
 def cpu_model():

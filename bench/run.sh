@@ -227,6 +227,44 @@ print(f"Target: picks/s with 2 threads >= 1.6x 1 thread: {'; '.join(verdicts)}."
 PY
 } | tee "$PARTS/pick.md"
 
+echo "== scale: 1,000 and 10,000 instances in etcd"
+# Each instance is a port of a gf-testserver (2,000 per process): 10,000 client connections plus
+# as many server sockets.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+{
+    echo "## Scale (1,000 and 10,000 instances in a real etcd)"
+    echo
+    echo "\`core scale N\`: N instances (gf-testserver processes listening on 2,000 ports each), registered in etcd in transactions of 100. *Listed*: a client connects to a prefix that already holds them (known: all in its instance list; ready: all READY; RSS: the client process's growth per instance, connections included). *Live*: a client follows the prefix while the N records are put (seconds from the first put). *Deletes*: 500 records deleted at once (four transactions back to back) until none is in the client's list, so none can be picked. *Compaction*: the history compacted past the client's watch revision, then etcd restarted: the watch cannot resume and the client re-lists the prefix (seconds from the kill; the restart itself is most of it). Round robin, no subsetting: every instance connected."
+    echo
+    echo "| instances | listed: known | listed: all READY | RSS per instance | live: known | live: all READY | 500 deletes gone | etcd restart | re-listed after compaction |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    runs=()
+    for n in 1000 10000; do
+        runs+=("$("$CORE" scale "$n" 2>/dev/null)")
+    done
+    small=$("$CORE" pick 1000 1 2)
+    large=$("$CORE" pick 10000 1 2)
+    python3 - "$small" "$large" "${runs[@]}" <<'PY'
+import json, sys
+small, large = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+runs = [json.loads(r) for r in sys.argv[3:]]
+for r in runs:
+    l, v, d, c = r["listed"], r["live"], r["deletes"], r["compaction"]
+    print(f"| {r['instances']:,} | {l['known_s']:.2f} s | {l['ready_s']:.2f} s | {l['rss_kib_per_instance']:.1f} KiB | {v['known_s']:.2f} s | {v['ready_s']:.2f} s | {d['gone_s'] * 1000:.0f} ms | {c['etcd_restart_s']:.2f} s | {c['resync_s']:.2f} s |")
+print()
+big = next(r for r in runs if r["instances"] == 10000)
+pick_ratio = max(large["policies"][p]["ns_per_pick_per_thread"] / small["policies"][p]["ns_per_pick_per_thread"] for p in small["policies"])
+ns = ", ".join(f"{p} {small['policies'][p]['ns_per_pick_per_thread']:.1f} / {large['policies'][p]['ns_per_pick_per_thread']:.1f} ns" for p in small["policies"])
+def verdict(ok):
+    return "met" if ok else "not met"
+print(f"Pick cost at 1,000 / 10,000 instances (one thread): {ns}.")
+print()
+print(f"Targets: 10,000 known within 2 s of connect: {verdict(big['listed']['known_s'] <= 2.0)} ({big['listed']['known_s']:.2f} s); "
+      f"pick cost at 10,000 within 2x of 1,000: {verdict(pick_ratio <= 2.0)} ({pick_ratio:.2f}x); "
+      f"RSS per connected instance <= 64 KiB: {verdict(big['listed']['rss_kib_per_instance'] <= 64)} ({big['listed']['rss_kib_per_instance']:.1f} KiB).")
+PY
+} | tee "$PARTS/scale.md"
+
 echo "== discovery latency"
 {
     echo "## Discovery latency (etcd on loopback)"

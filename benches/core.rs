@@ -474,6 +474,54 @@ fn scale(n: usize) {
     put_all("live");
     let puts_s = t0.elapsed().as_secs_f64();
     let (live_known, live_ready) = follow(&c, t0);
+
+    // Instances in the client's list, polled every millisecond until `want`; seconds since t0.
+    let until_listed = |c: &Client, want: usize, t0: Instant| -> f64 {
+        let deadline = t0 + Duration::from_secs(600);
+        while Instant::now() < deadline {
+            if c.stats()["instances"].as_array().map_or(0, |l| l.len()) == want {
+                return t0.elapsed().as_secs_f64();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!(
+            "never {want} instances: {}",
+            c.stats()["instances"].as_array().map_or(0, |l| l.len())
+        );
+    };
+    // 500 DELETEs at once (four transactions back to back): until none of them is in the
+    // client's instance list, so none can be picked.
+    let gone = 500.min(n / 2);
+    let t0 = Instant::now();
+    for chunk in addrs[..gone].chunks(125) {
+        let ops: Vec<etcd_client::TxnOp> = chunk
+            .iter()
+            .map(|a| etcd_client::TxnOp::delete(format!("live/{a}"), None))
+            .collect();
+        common::block_on(kv.txn(etcd_client::Txn::new().and_then(ops))).unwrap();
+    }
+    let deletes_s = until_listed(&c, n - gone, t0);
+
+    // A compaction past the client's watch revision, then an etcd restart: the watch cannot
+    // resume and the client re-lists the whole prefix.
+    let mut etcd = etcd;
+    for i in 0..10 {
+        etcd.put(&format!("unwatched/{i}"), "x");
+    }
+    etcd.compact();
+    let resyncs = |c: &Client| c.stats()["etcd"]["resyncs"].as_u64().unwrap_or(0);
+    let before = resyncs(&c);
+    etcd.kill();
+    let t0 = Instant::now();
+    etcd.restart();
+    let restarted_s = t0.elapsed().as_secs_f64();
+    let deadline = t0 + Duration::from_secs(600);
+    while resyncs(&c) == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let resync_s = t0.elapsed().as_secs_f64();
+    assert!(resyncs(&c) > before, "no resync after the compaction");
+    let resynced_listed = c.stats()["instances"].as_array().map_or(0, |l| l.len());
     c.close();
     for mut s in servers {
         let _ = s.kill();
@@ -483,6 +531,8 @@ fn scale(n: usize) {
         "{}",
         json!({"mode": "scale", "instances": n,
             "listed": {"known_s": listed_known, "ready_s": listed_ready, "rss_kib_per_instance": rss_per_instance},
-            "live": {"puts_s": puts_s, "known_s": live_known, "ready_s": live_ready}})
+            "live": {"puts_s": puts_s, "known_s": live_known, "ready_s": live_ready},
+            "deletes": {"count": gone, "gone_s": deletes_s},
+            "compaction": {"etcd_restart_s": restarted_s, "resync_s": resync_s, "instances_after": resynced_listed}})
     );
 }
