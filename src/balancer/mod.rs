@@ -66,8 +66,8 @@ struct Inner {
 
 #[derive(Default)]
 struct Rebuilding {
-    /// The (instance, effective weight) list the current picker was built from.
-    key: Vec<(usize, u64)>,
+    /// The (instance, weight, slow-start factor) list the current picker was built from.
+    key: Vec<(usize, u64, u64)>,
     ramp: Ramp,
 }
 
@@ -317,7 +317,12 @@ impl Inner {
         } else {
             self.updated.swap(true, Ordering::AcqRel)
         };
-        let (mut added, mut removed) = (Vec::new(), Vec::new());
+        // Under slow start the rebuild lock is taken first (the order rebuild takes them in):
+        // a new instance is marked for its ramp before it can connect and be seen READY.
+        let mut ramp = self
+            .slow_start
+            .as_ref()
+            .map(|_| self.rebuilding.lock().expect("rebuild lock"));
         {
             let mut subs = self.subchannels.lock().expect("subchannels lock");
             // close() sets the flag before it takes this lock: re-check under it, or an update
@@ -343,26 +348,24 @@ impl Inner {
                                 inner.request_rebuild();
                             }
                         });
-                        sc.clone().start(self.connect.clone(), on_change);
-                        if late {
-                            added.push(sc.id);
+                        if let (true, Some(r)) = (late, ramp.as_mut()) {
+                            r.ramp.added(sc.id);
                         }
+                        sc.clone().start(self.connect.clone(), on_change);
                         next.push(sc);
                     }
                     Err(why) => log::warn!("skipping instance: {why}"),
                 }
             }
             for gone in old.into_values() {
-                removed.push(gone.id);
+                if let Some(r) = ramp.as_mut() {
+                    r.ramp.removed(gone.id);
+                }
                 gone.shutdown();
             }
             *subs = next;
         }
-        if self.slow_start.is_some() {
-            let mut r = self.rebuilding.lock().expect("rebuild lock");
-            added.into_iter().for_each(|id| r.ramp.added(id));
-            removed.into_iter().for_each(|id| r.ramp.removed(id));
-        }
+        drop(ramp);
         {
             let mut r = self.resolver.lock().expect("resolver lock");
             r.resolved = true;
@@ -444,10 +447,10 @@ impl Inner {
             }
             None => vec![1.0; ready.len()],
         };
-        let key: Vec<(usize, u64)> = ready
+        let key: Vec<(usize, u64, u64)> = ready
             .iter()
             .zip(&factors)
-            .map(|(s, f)| (Arc::as_ptr(s) as usize, (s.weight() * f).to_bits()))
+            .map(|(s, f)| (Arc::as_ptr(s) as usize, s.weight().to_bits(), f.to_bits()))
             .collect();
         if !key.is_empty() && key == built.key {
             self.changed.send_modify(|v| *v += 1);

@@ -6,8 +6,9 @@
 //! Which instances ramp: one that becomes pickable again after it stopped (reconnected after a
 //! failure, healthy again, back from an ejection), and one the resolver added after the
 //! client's first instance set. The instances of that first set connecting as the client
-//! starts do not ramp: they are not new to the service, only to this client. Nor does an
-//! instance that becomes pickable while no other is: a share of "everything" cannot ramp.
+//! starts do not ramp: they are not new to the service, only to this client. Instances that
+//! come back together after everything failed (a network blip) all ramp, each from its own
+//! return, so the first one back does not take the others' shares for a whole window.
 //!
 //! The factor is quantized to steps of 1/[`STEPS`] (rounded up), so the picker is rebuilt
 //! about [`STEPS`] times per window, not on every call.
@@ -53,14 +54,13 @@ impl Ramp {
         ready: &[u64],
         now: Instant,
     ) -> (Vec<f64>, Option<Instant>) {
-        let others_serving = !self.since.is_empty();
         let mut since = HashMap::with_capacity(ready.len());
         let mut factors = Vec::with_capacity(ready.len());
         let mut next: Option<Instant> = None;
         for id in ready {
             let start = match self.since.get(id) {
                 Some(s) => *s,
-                None if others_serving && self.eligible.contains(id) => Some(now),
+                None if self.eligible.contains(id) => Some(now),
                 None => None,
             };
             // Once pickable, an instance ramps again whenever it comes back.
@@ -149,7 +149,7 @@ mod tests {
     }
 
     #[test]
-    fn a_recovering_instance_ramps_again_and_a_lone_one_does_not() {
+    fn a_recovering_instance_ramps_again_and_a_mass_return_ramps_together() {
         let c = cfg(1.0);
         let t0 = Instant::now();
         let mut ramp = Ramp::default();
@@ -158,14 +158,17 @@ mod tests {
         ramp.factors(&c, &[1], t0 + Duration::from_secs(1));
         let (f, _) = ramp.factors(&c, &[1, 2], t0 + Duration::from_secs(2));
         assert_eq!(f, vec![1.0, 0.1]);
-        // Everything fails, then one instance comes back alone: nothing to ramp against.
+        // Everything fails, then both come back a few milliseconds apart: both ramp, so the
+        // first one back does not get a full share against the other's tenth.
         ramp.factors(&c, &[], t0 + Duration::from_secs(3));
         let (f, next) = ramp.factors(&c, &[1], t0 + Duration::from_secs(4));
-        assert_eq!(f, vec![1.0]);
-        assert_eq!(next, None);
+        assert_eq!(f, vec![0.1]);
+        assert!(next.is_some());
+        let (f, _) = ramp.factors(&c, &[1, 2], t0 + Duration::from_millis(4005));
+        assert_eq!(f, vec![0.1, 0.1]);
         // A removed instance forgets its history: re-added, it ramps only as a late addition.
         ramp.removed(2);
-        let (f, _) = ramp.factors(&c, &[1, 2], t0 + Duration::from_secs(5));
+        let (f, _) = ramp.factors(&c, &[1, 2], t0 + Duration::from_secs(15));
         assert_eq!(f, vec![1.0, 1.0]);
     }
 }

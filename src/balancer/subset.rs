@@ -46,8 +46,9 @@ impl Subsetter {
         self.size
     }
 
-    /// Indices into `addrs` of the chosen subset, in the order of `addrs` (so the child picker
-    /// keeps resolver order). All of them when addrs.len() <= size. A duplicated address
+    /// Indices into `addrs` of the chosen subset, in hash order as A68 hands them to the child
+    /// policy (so a pick_first child uses each client's first-ranked instance, spread over the
+    /// instances, not the resolver's first). All of them when addrs.len() <= size. A duplicated address
     /// hashes alike, so its copies are chosen together or not at all (as far as `size` allows).
     /// Linear on average: one hash per address, a partition, and a sort of the subset.
     pub fn select(&self, addrs: &[&str]) -> Vec<usize> {
@@ -64,9 +65,9 @@ impl Subsetter {
         ranked.select_nth_unstable_by(self.size - 1, |a, b| {
             (a.0, addrs[a.1]).cmp(&(b.0, addrs[b.1]))
         });
-        let mut chosen: Vec<usize> = ranked[..self.size].iter().map(|&(_, i)| i).collect();
-        chosen.sort_unstable();
-        chosen
+        let chosen = &mut ranked[..self.size];
+        chosen.sort_unstable_by(|a, b| (a.0, addrs[a.1]).cmp(&(b.0, addrs[b.1])));
+        chosen.iter().map(|&(_, i)| i).collect()
     }
 }
 
@@ -306,14 +307,22 @@ mod tests {
     }
 
     #[test]
-    fn indices_follow_the_input_order() {
+    fn the_subset_comes_in_hash_order() {
         let owned = instances(INSTANCES);
         let addrs: Vec<&str> = owned.iter().map(String::as_str).collect();
+        let mut firsts = std::collections::HashSet::new();
         for s in clients(10) {
             let picked = s.select(&addrs);
             assert_eq!(picked.len(), 10);
-            assert!(picked.windows(2).all(|w| w[0] < w[1]), "{picked:?}");
+            let hashes: Vec<u64> = picked
+                .iter()
+                .map(|&i| xxh64(addrs[i].as_bytes(), s.seed))
+                .collect();
+            assert!(hashes.windows(2).all(|w| w[0] <= w[1]), "{picked:?}");
+            firsts.insert(picked[0]);
         }
+        // A pick_first child would use the first: it differs between clients.
+        assert!(firsts.len() > 1, "{firsts:?}");
     }
 
     #[test]
