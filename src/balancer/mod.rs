@@ -383,6 +383,12 @@ impl Inner {
     /// [`REBUILD_WINDOW`], else once at the end of that window (one rebuild for all the
     /// changes in between).
     fn request_rebuild(self: &Arc<Self>) {
+        // While nothing is pickable, calls fail fast or queue on what the picker says: a
+        // change (an instance turning READY) must reach it at once, not a window later.
+        if self.picker.load().ready().is_empty() {
+            self.rebuild();
+            return;
+        }
         let now = Instant::now();
         let due = {
             let mut c = self.coalesce.lock().expect("coalesce lock");
