@@ -413,22 +413,6 @@ fn scale(n: usize) {
     }
     let mut kv =
         common::block_on(etcd_client::Client::connect([etcd.endpoint.clone()], None)).unwrap();
-    let mut put_all = |prefix: &str| {
-        // 100 puts per transaction (etcd allows 128 operations in one).
-        for chunk in addrs.chunks(100) {
-            let ops: Vec<etcd_client::TxnOp> = chunk
-                .iter()
-                .map(|a| {
-                    etcd_client::TxnOp::put(
-                        format!("{prefix}/{a}"),
-                        format!(r#"{{"Op":0,"Addr":"{a}","Metadata":{{"weight":1}}}}"#),
-                        None,
-                    )
-                })
-                .collect();
-            common::block_on(kv.txn(etcd_client::Txn::new().and_then(ops))).unwrap();
-        }
-    };
     let opts = common::Etcd::options_json(
         &[&etcd],
         r#"{"loadBalancingConfig": [{"round_robin": {}}]}"#,
@@ -460,7 +444,7 @@ fn scale(n: usize) {
         (known.expect("all known"), ready.expect("all READY"))
     };
 
-    put_all("listed");
+    etcd.put_instances("listed", &addrs);
     let rss_before = rss_kib();
     let t0 = Instant::now();
     let c = Client::connect("etcd:///listed", common::options(&opts)).unwrap();
@@ -471,7 +455,7 @@ fn scale(n: usize) {
 
     let c = Client::connect("etcd:///live", common::options(&opts)).unwrap();
     let t0 = Instant::now();
-    put_all("live");
+    etcd.put_instances("live", &addrs);
     let puts_s = t0.elapsed().as_secs_f64();
     let (live_known, live_ready) = follow(&c, t0);
 

@@ -490,20 +490,7 @@ fn three_hundred_instances_put_while_calling_all_receive_calls() {
                 let _ = whoami(&c, 1000);
             }
         });
-        let mut kv = block_on(etcd_client::Client::connect([etcd.endpoint.clone()], None)).unwrap();
-        for chunk in server.addrs.chunks(100) {
-            let ops: Vec<etcd_client::TxnOp> = chunk
-                .iter()
-                .map(|a| {
-                    etcd_client::TxnOp::put(
-                        format!("svc/many/{a}"),
-                        format!(r#"{{"Op":0,"Addr":"{a}","Metadata":{{"weight":1}}}}"#),
-                        None,
-                    )
-                })
-                .collect();
-            block_on(kv.txn(etcd_client::Txn::new().and_then(ops))).unwrap();
-        }
+        etcd.put_instances("svc/many", &server.addrs);
         assert_ready(&c, 300);
         stop.store(true, Ordering::Relaxed);
     });

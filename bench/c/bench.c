@@ -81,18 +81,23 @@ static double deadline;
 static lat_log lats = {.mu = PTHREAD_MUTEX_INITIALIZER};
 static atomic_long errors;
 
+/* One blocking Echo: its latency logged, or an error counted. */
+static void timed_call(void) {
+    gf_bytes out;
+    double t = now_s();
+    int32_t rc = gf_invoke(client, METHOD, payload, sizeof payload, 5000, &out, NULL);
+    if (rc == GF_OK && out.len == sizeof payload) {
+        lat_push(&lats, (uint32_t)((now_s() - t) * 1e6));
+    } else {
+        atomic_fetch_add(&errors, 1);
+    }
+    gf_bytes_free(&out);
+}
+
 static void *sync_worker(void *arg) {
     (void)arg;
     while (now_s() < deadline) {
-        gf_bytes out;
-        double t = now_s();
-        int32_t rc = gf_invoke(client, METHOD, payload, sizeof payload, 5000, &out, NULL);
-        if (rc == GF_OK && out.len == sizeof payload) {
-            lat_push(&lats, (uint32_t)((now_s() - t) * 1e6));
-        } else {
-            atomic_fetch_add(&errors, 1);
-        }
-        gf_bytes_free(&out);
+        timed_call();
     }
     return NULL;
 }
@@ -106,15 +111,7 @@ static void paced(double rate, double start) {
         struct timespec ts = {.tv_sec = (time_t)due, .tv_nsec = (long)((due - (double)(time_t)due) * 1e9)};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
         }
-        gf_bytes out;
-        double t = now_s();
-        int32_t rc = gf_invoke(client, METHOD, payload, sizeof payload, 5000, &out, NULL);
-        if (rc == GF_OK && out.len == sizeof payload) {
-            lat_push(&lats, (uint32_t)((now_s() - t) * 1e6));
-        } else {
-            atomic_fetch_add(&errors, 1);
-        }
-        gf_bytes_free(&out);
+        timed_call();
     }
 }
 

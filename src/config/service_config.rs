@@ -3,7 +3,7 @@
 //! field rejects the whole config with a message that names the field and the value.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -302,12 +302,7 @@ fn parse_lb_list(v: &Value, field: &str) -> Result<LbConfig> {
         let (name, cfg) = obj.iter().next().expect("one entry");
         let pfield = format!("{efield}.{name}");
         if let Some(policy) = policy_by_name(name) {
-            let empty = Map::new();
-            let obj = match cfg {
-                Value::Null => &empty,
-                Value::Object(o) => o,
-                _ => return Err(format!("{pfield}: must be an object, got {cfg}")),
-            };
+            let obj = policy_object(cfg, &pfield)?;
             let mut lb = LbConfig::new(policy);
             if policy != Policy::PickFirst {
                 lb.slow_start = parse_slow_start(obj, &pfield)?;
@@ -325,6 +320,16 @@ fn parse_lb_list(v: &Value, field: &str) -> Result<LbConfig> {
         names.push(name.clone());
     }
     Err(format!("{field}: no supported policy in {names:?} (supported: pick_first, round_robin, weighted_round_robin, custom_weighted_round_robin, least_request_experimental, outlier_detection, random_subsetting_experimental)"))
+}
+
+/// A leaf policy's config: an object, or null for an empty one.
+fn policy_object<'a>(v: &'a Value, field: &str) -> Result<&'a Map<String, Value>> {
+    static EMPTY: LazyLock<Map<String, Value>> = LazyLock::new(Map::new);
+    match v {
+        Value::Null => Ok(&EMPTY),
+        Value::Object(o) => Ok(o),
+        _ => Err(format!("{field}: must be an object, got {v}")),
+    }
 }
 
 /// `slowStartConfig` of round_robin, weighted_round_robin or least_request_experimental.
@@ -365,12 +370,7 @@ fn parse_slow_start(obj: &Map<String, Value>, field: &str) -> Result<Option<Slow
 
 /// gRFC A48: `choiceCount` defaults to 2, below 2 is an error, above 10 counts as 10.
 fn parse_least_request(v: &Value, field: &str) -> Result<LbConfig> {
-    let empty = Map::new();
-    let obj = match v {
-        Value::Null => &empty,
-        Value::Object(o) => o,
-        _ => return Err(format!("{field}: must be an object, got {v}")),
-    };
+    let obj = policy_object(v, field)?;
     let choice_count = opt_u32(obj, "choiceCount", field)?.unwrap_or(2);
     if choice_count < 2 {
         return Err(format!(

@@ -409,6 +409,25 @@ impl Etcd {
     }
 
     /// A Go-format instance record.
+    /// Registers every one of `addrs` under `prefix` with weight 1, 100 puts per transaction
+    /// (etcd allows 128 operations in one), through a client of its own.
+    pub fn put_instances(&self, prefix: &str, addrs: &[String]) {
+        let mut kv = block_on(etcd_client::Client::connect([self.endpoint.clone()], None)).unwrap();
+        for chunk in addrs.chunks(100) {
+            let ops: Vec<etcd_client::TxnOp> = chunk
+                .iter()
+                .map(|a| {
+                    etcd_client::TxnOp::put(
+                        format!("{prefix}/{a}"),
+                        format!(r#"{{"Op":0,"Addr":"{a}","Metadata":{{"weight":1}}}}"#),
+                        None,
+                    )
+                })
+                .collect();
+            block_on(kv.txn(etcd_client::Txn::new().and_then(ops))).unwrap();
+        }
+    }
+
     pub fn put_instance(&self, prefix: &str, addr: &str, weight: f64) {
         self.put(
             &format!("{prefix}/{addr}"),
